@@ -1,0 +1,25 @@
+"""Kimi Proxy for mitmproxy: ``mitmdump -s addons/kimi.py``.
+
+Recognises, measures and logs every call to an LLM provider; everything else
+passes untouched. The addons live in ``kimi_core``; this script only puts
+them together.
+"""
+
+import sys
+from pathlib import Path
+
+try:
+    import kimi_core  # noqa: F401  (installed, e.g. by scripts/run)
+except ImportError:  # loaded by path from a plain checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from kimi_core.proxy import KimiContext, KimiMeter, KimiRecorder, KimiSessions, KimiTraffic
+
+kimi = KimiContext()
+
+addons = [
+    KimiTraffic(kimi),
+    KimiSessions(kimi),
+    KimiMeter(kimi),
+    KimiRecorder(kimi),
+]

@@ -1,0 +1,1 @@
+"""Kimi Proxy: see what goes to your LLM providers."""

@@ -1,0 +1,134 @@
+"""Anthropic Messages (``/v1/messages``), also served by Moonshot, DeepSeek, Z.ai."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from kimi_core.dialects.base import (
+    LLMRequest, Message, Reply, ToolCall, ToolDef, ToolResult, Usage,
+    as_dict, as_int, as_list, as_object, as_str, dump, error_message,
+)
+from kimi_core.providers import ANTHROPIC
+
+HISTORY_KEY = "messages"
+
+
+def blocks_text(content: Any) -> tuple[str, int]:
+    """Text and image count of a string or a list of text/image blocks."""
+    if isinstance(content, str):
+        return content, 0
+    texts, images = [], 0
+    for block in as_list(content):
+        block = as_dict(block)
+        kind = block.get("type")
+        if kind == "text":
+            texts.append(as_str(block.get("text")))
+        elif kind == "thinking":
+            texts.append(as_str(block.get("thinking")))
+        elif kind in ("image", "document"):
+            images += 1
+    return "\n".join(texts), images
+
+
+def parse_request(body: Any) -> LLMRequest:
+    body = as_object(body)
+    messages: list[Message] = []
+    call_names: dict[str, str] = {}
+    for i, m in enumerate(as_list(body.get(HISTORY_KEY))):
+        if not isinstance(m, dict):
+            continue
+        role = as_str(m.get("role")) or "user"
+        content = m.get("content")
+        if isinstance(content, str):
+            messages.append(Message(role, content))
+            continue
+        texts, calls, results, images = [], [], [], 0
+        for j, block in enumerate(as_list(content)):
+            block = as_dict(block)
+            kind = block.get("type")
+            if kind == "tool_use":
+                call = ToolCall(as_str(block.get("id")), as_str(block.get("name")), dump(block.get("input")))
+                call_names[call.id] = call.name
+                calls.append(call)
+            elif kind == "tool_result":
+                call_id = as_str(block.get("tool_use_id"))
+                text, n = blocks_text(block.get("content"))
+                images += n
+                results.append(ToolResult(
+                    call_id, call_names.get(call_id), text, block.get("is_error") is True,
+                    (HISTORY_KEY, i, "content", j, "content"),
+                ))
+            else:
+                text, n = blocks_text([block])
+                images += n
+                if text:
+                    texts.append(text)
+        messages.append(Message(role, "\n".join(texts), tuple(calls), tuple(results), images))
+    tools = [
+        ToolDef(as_str(t.get("name")), as_str(t.get("description")), dump(t.get("input_schema")))
+        for t in as_list(body.get("tools"))
+        if isinstance(t, dict)
+    ]
+    return LLMRequest(
+        dialect=ANTHROPIC,
+        model=as_str(body.get("model")) or None,
+        system=blocks_text(body.get("system"))[0],
+        messages=tuple(messages),
+        tools=tuple(tools),
+        max_output_tokens=as_int(body.get("max_tokens")),
+        stream=body.get("stream") is True,
+        history_key=HISTORY_KEY,
+    )
+
+
+def usage_from(u: Any) -> Usage:
+    """Anthropic's input side comes in three parts; the prompt is their sum."""
+    u = as_dict(u)
+    parts = [as_int(u.get(k)) for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")]
+    known = [p for p in parts if p is not None]
+    return Usage(
+        prompt_tokens=sum(known) if known else None,
+        completion_tokens=as_int(u.get("output_tokens")),
+        cached_tokens=parts[2],
+    )
+
+
+def parse_response(body: Any) -> Reply:
+    body = as_object(body)
+    return Reply(
+        model=as_str(body.get("model")) or None,
+        text=blocks_text(body.get("content"))[0],
+        usage=usage_from(body.get("usage")),
+        error=error_message(body),
+    )
+
+
+class StreamReader:
+    """``message_start`` carries the input side, each ``message_delta`` the output so far."""
+
+    def __init__(self) -> None:
+        self.reply = Reply()
+        self._parts: list[str] = []
+
+    def feed(self, event: str | None, data: str) -> None:
+        payload = json.loads(data)
+        if not isinstance(payload, dict):
+            return
+        kind = event or as_str(payload.get("type"))
+        if kind == "message_start":
+            message = as_dict(payload.get("message"))
+            self.reply.model = as_str(message.get("model")) or self.reply.model
+            self.reply.usage.merge(usage_from(message.get("usage")))
+        elif kind == "content_block_delta":
+            delta = as_dict(payload.get("delta"))
+            self._parts.append(as_str(delta.get("text")))
+        elif kind == "message_delta":
+            # Output is cumulative; input fields, when present, are final counts.
+            self.reply.usage.merge(usage_from(payload.get("usage")))
+        elif kind == "error":
+            self.reply.error = error_message(payload) or dump(payload)
+
+    def finish(self) -> Reply:
+        self.reply.text = "".join(self._parts)
+        return self.reply

@@ -1,0 +1,134 @@
+"""The neutral view of an LLM call that every dialect parses into.
+
+Parsers are total: any JSON value goes in, a view comes out. Fields of the
+wrong type are skipped rather than raised on, so that a client sending
+something odd still gets its request through and a row that says what could
+be read. Only a body that is not a JSON object at all raises ``BodyError``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from kimi_core.errors import BodyError
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text, as the model produced it
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    call_id: str
+    name: str | None  # the tool's name, found from the call that produced it
+    content: str
+    is_error: bool = False
+    # Where the result sits in the body, e.g. ("messages", 4, "content"): the
+    # compaction pass rewrites tool results in place through this.
+    locator: tuple[str | int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: str  # "system", "user", "assistant" or "tool"
+    text: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_results: tuple[ToolResult, ...] = ()
+    images: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ToolDef:
+    name: str
+    description: str
+    parameters: str  # JSON schema, serialised
+
+
+@dataclass(frozen=True, slots=True)
+class LLMRequest:
+    dialect: str
+    model: str | None
+    system: str
+    messages: tuple[Message, ...]
+    tools: tuple[ToolDef, ...]
+    max_output_tokens: int | None
+    stream: bool
+    # Key of the list that holds the conversation ("messages", "input", "contents").
+    history_key: str | None = None
+
+
+@dataclass(slots=True)
+class Usage:
+    """What the provider says it billed; None where it did not say."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cached_tokens: int | None = None
+
+    def merge(self, other: Usage) -> None:
+        for name in ("prompt_tokens", "completion_tokens", "cached_tokens"):
+            value = getattr(other, name)
+            if value is not None:
+                setattr(self, name, value)
+
+
+@dataclass(slots=True)
+class Reply:
+    """What came back: the model's text, the usage, a provider error."""
+
+    model: str | None = None
+    text: str = ""
+    usage: Usage = field(default_factory=Usage)
+    error: str | None = None
+
+
+def as_object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise BodyError(f"expected a JSON object, got {type(body).__name__}")
+    return body
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def as_str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def as_int(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value
+
+
+def dump(value: Any) -> str:
+    """Compact JSON for values the model sees as text (arguments, schemas)."""
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError, RecursionError):
+        return ""
+
+
+def error_message(body: Any) -> str | None:
+    """The message of the error envelopes providers use, or None."""
+    if not isinstance(body, dict):
+        return None
+    err = body.get("error")
+    if isinstance(err, dict):
+        msg = err.get("message")
+        return msg if isinstance(msg, str) else dump(err)
+    if isinstance(err, str):
+        return err
+    return None

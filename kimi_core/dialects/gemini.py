@@ -1,0 +1,135 @@
+"""Google Gemini ``generateContent`` / ``streamGenerateContent``.
+
+The model is in the path (``/v1beta/models/gemini-2.5-pro:generateContent``),
+not in the body. Streams are SSE with ``?alt=sse``, a JSON array otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from kimi_core.dialects.base import (
+    LLMRequest, Message, Reply, ToolCall, ToolDef, ToolResult, Usage,
+    as_dict, as_int, as_list, as_object, as_str, dump, error_message,
+)
+from kimi_core.providers import GEMINI
+
+HISTORY_KEY = "contents"
+_MODEL_IN_PATH = re.compile(r"/models/([^/:?]+):")
+
+
+def model_from_path(path: str) -> str | None:
+    m = _MODEL_IN_PATH.search(path)
+    return m.group(1) if m else None
+
+
+def is_stream_path(path: str) -> bool:
+    return ":streamGenerateContent" in path.split("?", 1)[0]
+
+
+def parts_text(parts: Any) -> tuple[str, int]:
+    texts, images = [], 0
+    for part in as_list(parts):
+        part = as_dict(part)
+        if isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif "inlineData" in part or "inline_data" in part or "fileData" in part:
+            images += 1
+    return "\n".join(texts), images
+
+
+def parse_request(body: Any, path: str = "") -> LLMRequest:
+    body = as_object(body)
+    messages: list[Message] = []
+    for i, content in enumerate(as_list(body.get(HISTORY_KEY))):
+        content = as_dict(content)
+        role = "assistant" if content.get("role") == "model" else "user"
+        calls, results = [], []
+        for j, part in enumerate(as_list(content.get("parts"))):
+            part = as_dict(part)
+            call = as_dict(part.get("functionCall") or part.get("function_call"))
+            if call:
+                calls.append(ToolCall(as_str(call.get("id")), as_str(call.get("name")), dump(call.get("args"))))
+            response = as_dict(part.get("functionResponse") or part.get("function_response"))
+            if response:
+                key = "functionResponse" if "functionResponse" in part else "function_response"
+                name = as_str(response.get("name"))
+                results.append(ToolResult(
+                    as_str(response.get("id")), name or None, dump(response.get("response")), False,
+                    (HISTORY_KEY, i, "parts", j, key, "response"),
+                ))
+        text, images = parts_text(content.get("parts"))
+        if results and not text and not calls:
+            role = "tool"
+        messages.append(Message(role, text, tuple(calls), tuple(results), images))
+    tools = []
+    for t in as_list(body.get("tools")):
+        t = as_dict(t)
+        for d in as_list(t.get("functionDeclarations") or t.get("function_declarations")):
+            d = as_dict(d)
+            tools.append(ToolDef(as_str(d.get("name")), as_str(d.get("description")), dump(d.get("parameters"))))
+    system = body.get("systemInstruction") or body.get("system_instruction")
+    config = as_dict(body.get("generationConfig") or body.get("generation_config"))
+    return LLMRequest(
+        dialect=GEMINI,
+        model=model_from_path(path) or (as_str(body.get("model")) or None),
+        system=parts_text(as_dict(system).get("parts"))[0],
+        messages=tuple(messages),
+        tools=tuple(tools),
+        max_output_tokens=as_int(config.get("maxOutputTokens", config.get("max_output_tokens"))),
+        stream=is_stream_path(path),
+        history_key=HISTORY_KEY,
+    )
+
+
+def usage_from(u: Any) -> Usage:
+    u = as_dict(u)
+    out = as_int(u.get("candidatesTokenCount"))
+    thoughts = as_int(u.get("thoughtsTokenCount"))
+    if out is not None and thoughts is not None:
+        out += thoughts
+    return Usage(
+        prompt_tokens=as_int(u.get("promptTokenCount")),
+        completion_tokens=out,
+        cached_tokens=as_int(u.get("cachedContentTokenCount")),
+    )
+
+
+def _chunk_into(reply: Reply, chunk: dict[str, Any], parts: list[str]) -> None:
+    reply.model = as_str(chunk.get("modelVersion")) or reply.model
+    for cand in as_list(chunk.get("candidates")):
+        parts.append(parts_text(as_dict(as_dict(cand).get("content")).get("parts"))[0])
+    if chunk.get("usageMetadata"):
+        reply.usage.merge(usage_from(chunk["usageMetadata"]))
+    if (err := error_message(chunk)) is not None:
+        reply.error = err
+
+
+def parse_response(body: Any) -> Reply:
+    """A whole response: one object, or the array a non-SSE stream sends."""
+    reply, parts = Reply(), []
+    chunks = body if isinstance(body, list) else [as_object(body)]
+    for chunk in chunks:
+        if isinstance(chunk, dict):
+            _chunk_into(reply, chunk, parts)
+    reply.text = "".join(parts)
+    return reply
+
+
+class StreamReader:
+    """SSE chunks (``alt=sse``); each is a GenerateContentResponse."""
+
+    def __init__(self) -> None:
+        self.reply = Reply()
+        self._parts: list[str] = []
+
+    def feed(self, event: str | None, data: str) -> None:
+        chunk = json.loads(data)
+        if isinstance(chunk, dict):
+            _chunk_into(self.reply, chunk, self._parts)
+
+    def finish(self) -> Reply:
+        self.reply.text = "".join(self._parts)
+        return self.reply

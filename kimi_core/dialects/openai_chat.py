@@ -1,0 +1,123 @@
+"""OpenAI Chat Completions, and every OpenAI-compatible provider."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from kimi_core.dialects.base import (
+    LLMRequest, Message, Reply, ToolCall, ToolDef, ToolResult, Usage,
+    as_dict, as_int, as_list, as_object, as_str, dump, error_message,
+)
+from kimi_core.providers import OPENAI_CHAT
+
+HISTORY_KEY = "messages"
+
+
+def content_text(content: Any) -> tuple[str, int]:
+    """Text and image count of a ``content`` that is a string or a list of parts."""
+    if isinstance(content, str):
+        return content, 0
+    texts, images = [], 0
+    for part in as_list(content):
+        if isinstance(part, str):
+            texts.append(part)
+        elif isinstance(part, dict):
+            if isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            elif part.get("type") in ("image_url", "input_image", "image"):
+                images += 1
+    return "\n".join(texts), images
+
+
+def parse_request(body: Any) -> LLMRequest:
+    body = as_object(body)
+    messages: list[Message] = []
+    call_names: dict[str, str] = {}
+    for i, m in enumerate(as_list(body.get(HISTORY_KEY))):
+        if not isinstance(m, dict):
+            continue
+        role = as_str(m.get("role")) or "user"
+        text, images = content_text(m.get("content"))
+        calls = []
+        for c in as_list(m.get("tool_calls")):
+            fn = as_dict(as_dict(c).get("function"))
+            call = ToolCall(as_str(as_dict(c).get("id")), as_str(fn.get("name")), dump(fn.get("arguments")))
+            call_names[call.id] = call.name
+            calls.append(call)
+        if role == "developer":
+            role = "system"
+        if role == "tool":
+            call_id = as_str(m.get("tool_call_id"))
+            result = ToolResult(call_id, call_names.get(call_id), text, False, (HISTORY_KEY, i, "content"))
+            messages.append(Message("tool", "", (), (result,), images))
+        else:
+            messages.append(Message(role, text, tuple(calls), (), images))
+    tools = []
+    for t in as_list(body.get("tools")):
+        fn = as_dict(as_dict(t).get("function"))
+        tools.append(ToolDef(as_str(fn.get("name")), as_str(fn.get("description")), dump(fn.get("parameters"))))
+    max_out = as_int(body.get("max_completion_tokens"))
+    if max_out is None:
+        max_out = as_int(body.get("max_tokens"))
+    return LLMRequest(
+        dialect=OPENAI_CHAT,
+        model=as_str(body.get("model")) or None,
+        system="",
+        messages=tuple(messages),
+        tools=tuple(tools),
+        max_output_tokens=max_out,
+        stream=body.get("stream") is True,
+        history_key=HISTORY_KEY,
+    )
+
+
+def usage_from(u: Any) -> Usage:
+    u = as_dict(u)
+    return Usage(
+        prompt_tokens=as_int(u.get("prompt_tokens")),
+        completion_tokens=as_int(u.get("completion_tokens")),
+        cached_tokens=as_int(as_dict(u.get("prompt_tokens_details")).get("cached_tokens")),
+    )
+
+
+def parse_response(body: Any) -> Reply:
+    body = as_object(body)
+    texts = []
+    for choice in as_list(body.get("choices")):
+        text, _ = content_text(as_dict(as_dict(choice).get("message")).get("content"))
+        texts.append(text)
+    return Reply(
+        model=as_str(body.get("model")) or None,
+        text="\n".join(texts),
+        usage=usage_from(body.get("usage")),
+        error=error_message(body),
+    )
+
+
+class StreamReader:
+    """Reads ``chat.completion.chunk`` events as they pass."""
+
+    def __init__(self) -> None:
+        self.reply = Reply()
+        self._parts: list[str] = []
+
+    def feed(self, event: str | None, data: str) -> None:
+        if data.strip() == "[DONE]":
+            return
+        chunk = json.loads(data)
+        if not isinstance(chunk, dict):
+            return
+        self.reply.model = as_str(chunk.get("model")) or self.reply.model
+        if (err := error_message(chunk)) is not None:
+            self.reply.error = err
+        for choice in as_list(chunk.get("choices")):
+            delta = as_dict(as_dict(choice).get("delta"))
+            if isinstance(delta.get("content"), str):
+                self._parts.append(delta["content"])
+        if chunk.get("usage"):
+            self.reply.usage.merge(usage_from(chunk["usage"]))
+
+    def finish(self) -> Reply:
+        self.reply.text = "".join(self._parts)
+        return self.reply

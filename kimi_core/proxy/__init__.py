@@ -1,0 +1,13 @@
+"""The mitmproxy addons, one concern each, sharing one ``KimiContext``.
+
+``addons/kimi.py`` builds them in this order, which is the order their hooks
+run for each flow: recognise, tag the session, meter, record.
+"""
+
+from kimi_core.proxy.context import KimiContext, LLMCall
+from kimi_core.proxy.meter import KimiMeter
+from kimi_core.proxy.recorder import KimiRecorder
+from kimi_core.proxy.sessions import KimiSessions
+from kimi_core.proxy.traffic import KimiTraffic
+
+__all__ = ["KimiContext", "KimiMeter", "KimiRecorder", "KimiSessions", "KimiTraffic", "LLMCall"]

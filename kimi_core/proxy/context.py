@@ -1,0 +1,60 @@
+"""State shared by Kimi's addons: the per-flow calls and the long-lived resources.
+
+Per flow, an ``LLMCall`` lives in a ``WeakKeyDictionary`` keyed by the flow
+rather than in ``flow.metadata``: mitmproxy deep-copies metadata whenever a
+flow's state is taken (saving flows, mitmweb), and it must hold only plain
+values. ``flow.metadata["kimi"]`` gets a small plain summary instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+from mitmproxy import http
+
+from kimi_core.analysis import Analysis
+from kimi_core.config import Config
+from kimi_core.dialects.base import Reply
+from kimi_core.sessions import Session
+from kimi_core.store import Store
+from kimi_core.streams import StreamWatcher
+from kimi_core.tokens import TokenCounter
+
+
+@dataclass(eq=False)
+class LLMCall:
+    provider: str
+    dialect: str | None  # None: a provider host, but not a generation endpoint
+    host: str
+    path: str  # credentials redacted
+    started: float
+    session: Session | None = None
+    analysis: asyncio.Future[Analysis] | None = None
+    watcher: StreamWatcher | None = None
+    reply: Reply | None = None
+    action: str = "passed"
+    errors: list[str] = field(default_factory=list)
+    recorded: bool = False
+
+    def result(self) -> Analysis | None:
+        """The analysis if it has finished, else None."""
+        if self.analysis is None or not self.analysis.done() or self.analysis.cancelled():
+            return None
+        return self.analysis.result() if self.analysis.exception() is None else None
+
+
+class KimiContext:
+    """Owned by the assembly in ``addons/kimi.py``; every Kimi addon gets the same one."""
+
+    def __init__(self) -> None:
+        self.calls: weakref.WeakKeyDictionary[http.HTTPFlow, LLMCall] = weakref.WeakKeyDictionary()
+        self.config = Config()
+        self.registry = self.config.registry()
+        self.counter = TokenCounter()
+        self.store: Store | None = None
+
+    def call(self, flow: Any) -> LLMCall | None:
+        return self.calls.get(flow) if isinstance(flow, http.HTTPFlow) else None

@@ -1,0 +1,144 @@
+"""Record every LLM call in the SQLite store, off the request path.
+
+Rows are handed to the store's writer thread when a flow ends (``response`` or
+``error``); ``done`` (SIGINT / SIGTERM) writes what is still queued. A broken
+database never fails or delays a request: see ``kimi_core.store``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from mitmproxy import ctx, exceptions, http
+
+from kimi_core.errors import StoreError
+from kimi_core.proxy.context import KimiContext, LLMCall
+from kimi_core.store import RequestRecord, SessionRecord, Store
+from kimi_core.store.store import now_iso
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DB = "~/.kimi-proxy/kimi.db"
+
+
+def request_row(flow: http.HTTPFlow, call: LLMCall) -> dict[str, Any]:
+    """The ``requests`` row for a finished call (see the migrations for each column)."""
+    result = call.result()
+    request = result.request if result else None
+    count = result.count if result else None
+    reply = call.reply
+    usage = reply.usage if reply else None
+    response = flow.response
+    start = flow.request.timestamp_start
+    first = None
+    if call.watcher is not None and call.watcher.first_chunk_at is not None:
+        first = call.watcher.first_chunk_at
+    elif response is not None:
+        first = response.timestamp_start
+    end = (response.timestamp_end if response is not None else None) or time.time()
+    return {
+        "id": flow.id,
+        "ts": now_iso(start),
+        "session_id": call.session.id if call.session else None,
+        "provider": call.provider,
+        "dialect": call.dialect,
+        "host": call.host,
+        "path": call.path,
+        "method": flow.request.method,
+        "model": (request.model if request else None) or (reply.model if reply else None),
+        "status_code": response.status_code if response is not None else None,
+        "streamed": int(call.watcher is not None),
+        "prompt_tokens_est": count.tokens if count else None,
+        "tokenizer": count.encoding if count else None,
+        "tokens_approximate": int(count.approximate) if count else None,
+        "prompt_tokens": usage.prompt_tokens if usage else None,
+        "completion_tokens": usage.completion_tokens if usage else None,
+        "cached_tokens": usage.cached_tokens if usage else None,
+        "ttfb_ms": round((first - start) * 1000, 2) if first and start else None,
+        "duration_ms": round((end - start) * 1000, 2) if start else None,
+        "action": call.action,
+        "error": "; ".join(call.errors) or None,
+        "messages": len(request.messages) if request else None,
+        "request_bytes": len(flow.request.raw_content or b""),
+        "response_bytes": (call.watcher.bytes if call.watcher is not None
+                           else len(response.raw_content or b"") if response is not None else None),
+    }
+
+
+class KimiRecorder:
+    def __init__(self, kimi: KimiContext) -> None:
+        self.kimi = kimi
+        self._sessions_written: set[str] = set()
+
+    def load(self, loader) -> None:
+        loader.add_option("kimi_db", str, DEFAULT_DB, "Kimi Proxy's SQLite database.")
+        loader.add_option(
+            "kimi_retention_mb", int, 1024,
+            "Stored bodies are kept up to this size (compressed); the least recently used go first. "
+            "Request rows are always kept.",
+        )
+        loader.add_option("kimi_store_bodies", bool, True, "Store request and response bodies.")
+
+    def configure(self, updated: set[str]) -> None:
+        if "kimi_retention_mb" in updated and ctx.options.kimi_retention_mb < 0:
+            raise exceptions.OptionsError("kimi_retention_mb must be 0 or more")
+        if "kimi_db" in updated:
+            self._open(ctx.options.kimi_db)
+        store = self.kimi.store
+        if store is not None:
+            store.retention_bytes = ctx.options.kimi_retention_mb * 1024 * 1024
+            store.store_bodies = ctx.options.kimi_store_bodies
+
+    def _open(self, path: str) -> None:
+        store = Store(path)
+        try:
+            named = store.open()
+        except StoreError as e:
+            raise exceptions.OptionsError(f"kimi_db: {e}") from e
+        if self.kimi.store is not None:
+            self.kimi.store.close()
+        self._sessions_written = {s.id for s in named}
+        self.kimi.store = store
+        store.start()
+        logger.info("kimi: recording LLM calls to %s", store.path)
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._record(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._record(flow)
+
+    def _record(self, flow: http.HTTPFlow) -> None:
+        call = self.kimi.call(flow)
+        store = self.kimi.store
+        if call is None or store is None or call.recorded:
+            return
+        call.recorded = True
+        session = call.session
+        if session is not None and session.id not in self._sessions_written:
+            self._sessions_written.add(session.id)
+            store.submit(SessionRecord(session.id, session.name, session.provider,
+                                       now_iso(session.started_at), session.mode))
+        result = call.result()
+        if call.watcher is not None and call.reply is not None:
+            response_body: Any = {"stream": True, "text": call.reply.text, "error": call.reply.error}
+        else:
+            response_body = flow.response.raw_content if flow.response is not None else None
+            if response_body and flow.response.headers.get("content-encoding"):
+                response_body = flow.response.get_content(strict=False)
+        store.submit(RequestRecord(
+            row=request_row(flow, call),
+            request_body=(result.body if result.body is not None else result.raw) if result else None,
+            history_key=result.request.history_key if result and result.request else None,
+            response_body=response_body,
+        ))
+
+    def done(self) -> None:
+        if self.kimi.store is not None:
+            self.kimi.store.close()
+            if self.kimi.store.lost:
+                logger.error("kimi: %d record(s) could not be written to %s",
+                             self.kimi.store.lost, self.kimi.store.path)
+            self.kimi.store = None

@@ -1,0 +1,99 @@
+"""Recognise LLM traffic: which flows are calls to a provider, in which dialect.
+
+Also owns what is decrypted at all: by default mitmproxy's ``allow_hosts`` is
+set to the provider hosts, so TLS to every other host is tunnelled untouched.
+``kimi_intercept_all`` lifts that; a user's own ``allow_hosts`` /
+``ignore_hosts`` are left as they are.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+
+from mitmproxy import ctx, exceptions, http
+from mitmproxy.proxy import mode_specs
+
+from kimi_core.config import load_config
+from kimi_core.errors import ConfigError
+from kimi_core.providers import dialect_for
+from kimi_core.proxy.context import KimiContext, LLMCall
+from kimi_core.redact import redact_path
+
+logger = logging.getLogger(__name__)
+
+
+def reverse_targets(modes: list[str]) -> list[str]:
+    """``allow_hosts`` patterns for the targets of reverse modes."""
+    patterns = []
+    for spec in modes:
+        try:
+            mode = mode_specs.ProxyMode.parse(spec)
+        except ValueError:
+            continue
+        if isinstance(mode, mode_specs.ReverseMode):
+            host, port = mode.address
+            patterns.append(f"^{re.escape(host)}:{port}$")
+    return patterns
+
+
+class KimiTraffic:
+    def __init__(self, kimi: KimiContext) -> None:
+        self.kimi = kimi
+        self._our_allow: list[str] | None = None
+
+    def load(self, loader) -> None:
+        loader.add_option(
+            "kimi_config", str, "",
+            "Kimi Proxy's TOML configuration file (extra providers and models). "
+            "Default: ~/.kimi-proxy/config.toml when it exists.",
+        )
+        loader.add_option(
+            "kimi_intercept_all", bool, False,
+            "Decrypt all TLS traffic, not only the LLM provider hosts Kimi knows. "
+            "Non-provider flows still pass untouched.",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if "kimi_config" in updated:
+            try:
+                self.kimi.config = load_config(ctx.options.kimi_config or None)
+            except ConfigError as e:
+                raise exceptions.OptionsError(str(e)) from e
+            self.kimi.registry = self.kimi.config.registry()
+        if updated & {"kimi_config", "kimi_intercept_all", "mode", "allow_hosts", "ignore_hosts"}:
+            self._set_allow_hosts()
+
+    def _set_allow_hosts(self) -> None:
+        current = list(ctx.options.allow_hosts)
+        ours = self._our_allow
+        if ctx.options.kimi_intercept_all:
+            wanted: list[str] = []
+        else:
+            wanted = self.kimi.registry.allow_patterns() + reverse_targets(list(ctx.options.mode))
+        if (current and current != ours) or ctx.options.ignore_hosts:
+            if ours is None:
+                logger.info("kimi: allow_hosts/ignore_hosts set by you; Kimi leaves them alone")
+                self._our_allow = []
+            return
+        if current != wanted:
+            self._our_allow = wanted
+            ctx.options.update(allow_hosts=wanted)
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None or flow.error is not None:
+            return  # answered by another addon, or replayed
+        provider = self.kimi.registry.match(flow.request.host, flow.request.port)
+        if provider is None:
+            return
+        path = redact_path(flow.request.path)
+        call = LLMCall(
+            provider=provider.name,
+            dialect=dialect_for(flow.request.path, flow.request.method, provider),
+            host=flow.request.host,
+            path=path,
+            started=flow.request.timestamp_start or time.time(),
+        )
+        self.kimi.calls[flow] = call
+        flow.metadata["kimi"] = {"provider": provider.name, "dialect": call.dialect}

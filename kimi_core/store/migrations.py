@@ -1,0 +1,82 @@
+"""The schema, as numbered migrations. Never edit an applied one: add one.
+
+Public tables (users query them with sqlite-utils or Datasette; names and
+columns are kept stable, columns are only ever added):
+
+- ``sessions``: one row per session of work with an agent.
+- ``requests``: one row per LLM call.
+- ``blobs``: bodies, content-addressed (sha256 of the stored text) and
+  lz4-compressed, so a message resent on every turn is stored once.
+- ``request_messages``: which blob holds each message of a request's history.
+"""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("kimi")
+
+
+@migrations(name="001_initial")
+def m001_initial(db: Database) -> None:
+    db["sessions"].create(
+        {
+            "id": str,  # opaque id
+            "name": str,  # "2026-11-21 12:34:56 openai", or the X-Kimi-Session name
+            "provider": str,  # provider of the session's first request
+            "started_at": str,  # ISO 8601, UTC
+            "mode": str,  # "auto", "manual" or "named"
+        },
+        pk="id",
+    )
+    db["blobs"].create(
+        {
+            "hash": str,  # sha256 hex of the stored (redacted) bytes
+            "size": int,  # bytes before compression
+            "data": bytes,  # lz4 frame
+            "created_at": str,
+            "last_used": str,  # last request that referenced it; retention drops the oldest
+        },
+        pk="hash",
+    )
+    db["requests"].create(
+        {
+            "id": str,  # mitmproxy's flow id
+            "ts": str,  # when the request started, ISO 8601 UTC
+            "session_id": str,
+            "provider": str,
+            "dialect": str,  # openai-chat, openai-responses, anthropic, gemini; NULL if unknown
+            "host": str,
+            "path": str,  # with credentials in the query redacted
+            "method": str,
+            "model": str,
+            "status_code": int,  # NULL when no response came back
+            "streamed": int,  # 1 when the response was an event stream
+            "prompt_tokens_est": int,  # local tiktoken count
+            "tokenizer": str,  # encoding used for the local count
+            "tokens_approximate": int,  # 1 when the encoding is not the model's own
+            "prompt_tokens": int,  # provider-reported, NULL when absent
+            "completion_tokens": int,
+            "cached_tokens": int,
+            "ttfb_ms": float,  # request start to first response byte
+            "duration_ms": float,  # request start to end of response
+            "action": str,  # "passed" (later: "rejected", "compacted")
+            "error": str,  # what went wrong reading or forwarding, NULL if nothing
+            "messages": int,  # number of messages in the history
+            "request_bytes": int,
+            "response_bytes": int,
+            "request_body": str,  # blob hash: the body without its history list (or raw body)
+            "response_body": str,  # blob hash
+        },
+        pk="id",
+        foreign_keys=[("session_id", "sessions", "id")],
+    )
+    db["requests"].create_index(["session_id"])
+    db["requests"].create_index(["ts"])
+    db["request_messages"].create(
+        {"request_id": str, "position": int, "blob": str},
+        pk=("request_id", "position"),
+    )
+    db["request_messages"].create_index(["blob"])
+    db["blobs"].create_index(["last_used"])

@@ -1,0 +1,362 @@
+"""The SQLite store: rows written by one background thread, never on the request path.
+
+Data model (see ``migrations`` for every column): a ``requests`` row per LLM
+call, tied to a ``sessions`` row. Bodies are split so that the database grows
+with new content, not with turns: a request body becomes its envelope (the
+body without its history list) plus one blob per message of the history; every
+blob is stored once under the sha256 of its text, lz4-compressed, and redacted
+of credentials before it is hashed. When blobs exceed the retention limit the
+least recently used are deleted; the request rows stay.
+
+Failure policy (a deliberate choice): the proxy hands records to ``submit``,
+which never blocks and never raises. The writer retries failed transactions
+with backoff while keeping up to ``max_pending`` records in memory; records
+beyond that are counted in ``lost`` and reported in the log, never dropped in
+silence. ``close`` writes what is queued before mitmdump exits.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lz4.frame
+from sqlite_utils import Database
+
+from kimi_core.dialects import MODULES
+from kimi_core.errors import StoreError
+from kimi_core.redact import redact_text
+from kimi_core.store.migrations import migrations
+
+logger = logging.getLogger(__name__)
+
+BATCH = 256
+MAX_RETRY_DELAY = 2.0
+
+
+def now_iso(ts: float | None = None) -> str:
+    moment = datetime.datetime.fromtimestamp(ts if ts is not None else time.time(), datetime.UTC)
+    return moment.isoformat(timespec="milliseconds")
+
+
+@dataclass(slots=True)
+class SessionRecord:
+    id: str
+    name: str
+    provider: str | None
+    started_at: str
+    mode: str
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    row: dict[str, Any]  # columns of ``requests`` (bodies excluded)
+    request_body: Any = None  # parsed JSON, or raw bytes when it did not parse
+    history_key: str | None = None
+    response_body: Any = None  # bytes, or a JSON-able summary of a stream
+
+
+@dataclass(slots=True)
+class _Prepared:
+    row: dict[str, Any]
+    blobs: dict[str, bytes] = field(default_factory=dict)  # hash -> uncompressed bytes
+    messages: list[str] = field(default_factory=list)
+
+
+def _encode(value: Any) -> bytes:
+    """Redacted bytes of a body part: JSON text for parsed values, bytes as they are."""
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            return redact_text(bytes(value).decode("utf-8")).encode("utf-8")
+        except UnicodeDecodeError:
+            return bytes(value)
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return redact_text(text).encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: escape them
+        return redact_text(json.dumps(value, separators=(",", ":"))).encode("utf-8")
+
+
+def _put(prepared: _Prepared, data: bytes) -> str:
+    digest = hashlib.sha256(data).hexdigest()
+    prepared.blobs[digest] = data
+    return digest
+
+
+def prepare(record: RequestRecord) -> _Prepared:
+    """Split and hash a record's bodies (pure; runs in the writer thread)."""
+    prepared = _Prepared(dict(record.row))
+    body = record.request_body
+    if isinstance(body, dict) and record.history_key and isinstance(body.get(record.history_key), list):
+        envelope = {k: (None if k == record.history_key else v) for k, v in body.items()}
+        prepared.row["request_body"] = _put(prepared, _encode(envelope))
+        prepared.messages = [_put(prepared, _encode(m)) for m in body[record.history_key]]
+    elif body is not None:
+        prepared.row["request_body"] = _put(prepared, _encode(body))
+    if record.response_body is not None:
+        prepared.row["response_body"] = _put(prepared, _encode(record.response_body))
+    return prepared
+
+
+class Store:
+    def __init__(self, path: str | Path, retention_bytes: int = 1 << 30, max_pending: int = 10_000,
+                 store_bodies: bool = True) -> None:
+        self.path = Path(path).expanduser()
+        self.retention_bytes = retention_bytes
+        self.max_pending = max_pending
+        self.store_bodies = store_bodies
+        self.written = 0
+        self.lost = 0
+        self.failures = 0
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._queued = 0  # records submitted and not yet taken by the writer
+        self._count_lock = threading.Lock()
+        self._stop_at: float | None = None
+        self._thread: threading.Thread | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._known: OrderedDict[str, None] = OrderedDict()  # blob hashes in the database
+        self._blob_bytes = 0
+        self.named_sessions: list[SessionRecord] = []
+
+    # -- lifecycle (main thread) --------------------------------------------------
+
+    def open(self) -> list[SessionRecord]:
+        """Create or upgrade the database; returns the named sessions it holds."""
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not self.path.exists():
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            conn = sqlite3.connect(self.path, check_same_thread=False, timeout=2.0,
+                                   isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=OFF")
+            db = Database(conn)
+            migrations.apply(db)
+            self._blob_bytes = conn.execute("SELECT coalesce(sum(length(data)), 0) FROM blobs").fetchone()[0]
+            named = [
+                SessionRecord(*row)
+                for row in conn.execute(
+                    "SELECT id, name, provider, started_at, mode FROM sessions WHERE mode = 'named'"
+                )
+            ]
+        except (OSError, sqlite3.Error) as e:
+            raise StoreError(f"cannot open database {self.path}: {e}") from e
+        self._conn = conn
+        self.named_sessions = named
+        return named
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="kimi-store", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued (for at most ``timeout`` seconds), then close."""
+        if self._thread is not None:
+            self._stop_at = time.monotonic() + timeout
+            self._queue.put(None)  # wake the writer
+            self._thread.join(timeout + 1.0)
+            self._thread = None
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except sqlite3.Error:
+                pass
+            self._conn = None
+
+    # -- the proxy's side: never blocks, never raises ------------------------------
+
+    def submit(self, record: SessionRecord | RequestRecord) -> None:
+        with self._count_lock:
+            if self._queued >= self.max_pending:
+                self.lost += 1
+                lost = self.lost
+            else:
+                self._queued += 1
+                lost = 0
+        if lost:
+            if lost == 1 or lost % 1000 == 0:
+                logger.error("kimi: database writes are falling behind; %d record(s) not written", lost)
+            return
+        self._queue.put(record)
+
+    @property
+    def pending(self) -> int:
+        return self._queued
+
+    # -- the writer thread ----------------------------------------------------------
+
+    def _take(self, block_for: float | None) -> list[Any]:
+        items = []
+        try:
+            items.append(self._queue.get(timeout=block_for) if block_for else self._queue.get_nowait())
+            while len(items) < BATCH:
+                items.append(self._queue.get_nowait())
+        except queue.Empty:
+            pass
+        return [i for i in items if i is not None]
+
+    def _run(self) -> None:
+        pending: list[Any] = []
+        delay = 0.0
+        failing_since: float | None = None
+        while True:
+            stopping = self._stop_at is not None
+            if not pending:
+                pending = self._take(None if stopping else 0.5)
+            if not pending:
+                if stopping:
+                    return
+                continue
+            try:
+                self._write(pending)
+            except sqlite3.Error as e:
+                self.failures += 1
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    logger.warning("kimi: cannot write to %s (%s); %d record(s) held, retrying",
+                                   self.path, e, self.pending)
+                if stopping and time.monotonic() >= self._stop_at:
+                    self._give_up()
+                    return
+                delay = min(MAX_RETRY_DELAY, max(0.05, delay * 2))
+                time.sleep(delay)
+                continue
+            with self._count_lock:
+                self._queued -= len(pending)
+            self.written += len(pending)
+            pending = []
+            delay = 0.0
+            if failing_since is not None:
+                logger.warning("kimi: database %s writable again after %.1fs; held records written",
+                               self.path, time.monotonic() - failing_since)
+                failing_since = None
+
+    def _give_up(self) -> None:
+        with self._count_lock:
+            n, self._queued = self._queued, 0
+            self.lost += n
+        logger.error("kimi: shutting down with the database unwritable: %d record(s) not written", n)
+
+    def _write(self, records: list[Any]) -> None:
+        """One transaction for a batch of records."""
+        prepared: list[SessionRecord | _Prepared] = []
+        for r in records:
+            if isinstance(r, SessionRecord):
+                prepared.append(r)
+            elif self.store_bodies:
+                prepared.append(prepare(r))
+            else:
+                prepared.append(_Prepared(dict(r.row)))
+        conn = self._conn
+        assert conn is not None
+        stamp = now_iso()
+        new_blobs: dict[str, bytes] = {}
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for p in prepared:
+                if isinstance(p, SessionRecord):
+                    conn.execute(
+                        "INSERT OR IGNORE INTO sessions (id, name, provider, started_at, mode) VALUES (?, ?, ?, ?, ?)",
+                        (p.id, p.name, p.provider, p.started_at, p.mode),
+                    )
+                    continue
+                for digest, data in p.blobs.items():
+                    if digest in self._known or digest in new_blobs:
+                        continue
+                    new_blobs[digest] = data
+                cols = list(p.row)
+                conn.execute(
+                    f"INSERT OR REPLACE INTO requests ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                    [p.row[c] for c in cols],
+                )
+                if p.messages:
+                    conn.executemany(
+                        "INSERT OR REPLACE INTO request_messages (request_id, position, blob) VALUES (?, ?, ?)",
+                        [(p.row["id"], i, h) for i, h in enumerate(p.messages)],
+                    )
+            added = 0
+            for digest, data in new_blobs.items():
+                packed = lz4.frame.compress(data)
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO blobs (hash, size, data, created_at, last_used) VALUES (?, ?, ?, ?, ?)",
+                    (digest, len(data), packed, stamp, stamp),
+                )
+                added += len(packed) if cur.rowcount else 0
+            used = {d for p in prepared if isinstance(p, _Prepared) for d in p.blobs} - set(new_blobs)
+            conn.executemany("UPDATE blobs SET last_used = ? WHERE hash = ?", [(stamp, d) for d in used])
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        for digest in new_blobs:
+            self._known[digest] = None
+        while len(self._known) > 500_000:
+            self._known.popitem(last=False)
+        self._blob_bytes += added
+        if self._blob_bytes > self.retention_bytes:
+            self._enforce_retention()
+
+    def _enforce_retention(self) -> None:
+        """Delete the least recently used blobs until under 90% of the limit."""
+        conn = self._conn
+        assert conn is not None
+        target = int(self.retention_bytes * 0.9)
+        doomed, freed = [], 0
+        for digest, size in conn.execute("SELECT hash, length(data) FROM blobs ORDER BY last_used"):
+            if self._blob_bytes - freed <= target:
+                break
+            doomed.append((digest,))
+            freed += size
+        with conn:
+            conn.executemany("DELETE FROM blobs WHERE hash = ?", doomed)
+        self._blob_bytes -= freed
+        self._known.clear()
+        logger.info("kimi: retention limit reached; removed %d stored bodies (%.1f MB)",
+                    len(doomed), freed / 1e6)
+
+
+def _blob(conn: sqlite3.Connection, digest: str | None) -> bytes | None:
+    if digest is None:
+        return None
+    row = conn.execute("SELECT data FROM blobs WHERE hash = ?", (digest,)).fetchone()
+    return lz4.frame.decompress(row[0]) if row else None
+
+
+def load_request_body(conn: sqlite3.Connection, request_id: str) -> Any:
+    """The stored request body rebuilt as JSON (or bytes if it was not JSON); None if expired."""
+    row = conn.execute("SELECT request_body, dialect FROM requests WHERE id = ?", (request_id,)).fetchone()
+    if row is None:
+        raise StoreError(f"no request {request_id!r}")
+    envelope = _blob(conn, row[0])
+    if envelope is None:
+        return None
+    try:
+        body = json.loads(envelope)
+    except (ValueError, UnicodeDecodeError):
+        return envelope
+    hashes = [h for (h,) in conn.execute(
+        "SELECT blob FROM request_messages WHERE request_id = ? ORDER BY position", (request_id,))]
+    if hashes and isinstance(body, dict) and row[1] in MODULES:
+        parts = [_blob(conn, h) for h in hashes]
+        body[MODULES[row[1]].HISTORY_KEY] = [json.loads(p) if p is not None else None for p in parts]
+    return body
+
+
+def load_response_body(conn: sqlite3.Connection, request_id: str) -> bytes | None:
+    row = conn.execute("SELECT response_body FROM requests WHERE id = ?", (request_id,)).fetchone()
+    if row is None:
+        raise StoreError(f"no request {request_id!r}")
+    return _blob(conn, row[0])

@@ -1,0 +1,119 @@
+"""Watching a streamed response on its way to the client.
+
+mitmproxy calls ``StreamWatcher.__call__`` with each chunk and once more with
+``b""`` at the end; the watcher returns every chunk unchanged (the client gets
+exactly what the provider sent) and reads it on the side: SSE events go to the
+dialect's reader, which keeps the usage and the text. A non-SSE stream (Gemini
+without ``alt=sse`` streams a JSON array) is kept, up to a limit, and parsed
+at the end. Nothing here may raise into mitmproxy: the first error is kept in
+``self.error`` and the watcher stops reading, while the bytes keep flowing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import zlib
+from kimi_core import dialects
+from kimi_core.dialects.base import Reply
+
+MAX_BUFFERED = 16 * 1024 * 1024  # a non-SSE stream is parsed whole up to this size
+
+
+class SSEParser:
+    """Incremental Server-Sent Events parser: bytes in, ``(event, data)`` out."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._event: str | None = None
+        self._data: list[str] = []
+
+    def feed(self, chunk: bytes) -> list[tuple[str | None, str]]:
+        lines = (self._buf + chunk).split(b"\n")
+        self._buf = lines.pop()
+        out: list[tuple[str | None, str]] = []
+        for line in lines:
+            self._line(line.rstrip(b"\r").decode("utf-8", "replace"), out)
+        return out
+
+    def close(self) -> list[tuple[str | None, str]]:
+        out: list[tuple[str | None, str]] = []
+        if self._buf:
+            self._line(self._buf.rstrip(b"\r").decode("utf-8", "replace"), out)
+            self._buf = b""
+        self._line("", out)
+        return out
+
+    def _line(self, line: str, out: list[tuple[str | None, str]]) -> None:
+        if not line:
+            if self._data:
+                out.append((self._event, "\n".join(self._data)))
+            self._event, self._data = None, []
+        elif line.startswith(":"):
+            return
+        else:
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if name == "data":
+                self._data.append(value)
+            elif name == "event":
+                self._event = value
+
+
+class StreamWatcher:
+    def __init__(self, dialect: str, sse: bool, content_encoding: str = "") -> None:
+        self.dialect = dialect
+        self.sse = sse
+        self.reader = dialects.stream_reader(dialect)
+        self.parser = SSEParser()
+        self.raw = bytearray()  # non-SSE streams only
+        self.bytes = 0
+        self.events = 0
+        self.first_chunk_at: float | None = None
+        self.finished = False
+        self.error: str | None = None
+        encoding = content_encoding.strip().lower()
+        self._inflate = zlib.decompressobj(wbits=47) if encoding in ("gzip", "deflate") else None
+        if encoding and self._inflate is None and encoding != "identity":
+            self.error = f"stream encoded with {encoding}: usage not read"
+
+    def __call__(self, chunk: bytes) -> bytes:
+        if chunk and self.first_chunk_at is None:
+            self.first_chunk_at = time.time()
+        self.bytes += len(chunk)
+        if self.error is None:
+            try:
+                self._read(chunk)
+            except (ValueError, zlib.error, UnicodeDecodeError) as e:
+                self.error = f"unreadable stream: {e}"
+        if not chunk:
+            self.finished = True
+        return chunk
+
+    def _read(self, chunk: bytes) -> None:
+        if self._inflate is not None:
+            chunk = self._inflate.decompress(chunk) if chunk else self._inflate.flush()
+        if not self.sse:
+            if len(self.raw) + len(chunk) > MAX_BUFFERED:
+                raise ValueError(f"stream larger than {MAX_BUFFERED} bytes")
+            self.raw += chunk
+            return
+        events = self.parser.feed(chunk) if chunk else self.parser.close()
+        for event, data in events:
+            self.events += 1
+            self.reader.feed(event, data)
+
+    def result(self) -> Reply:
+        """What was read so far: complete after the end, partial after an error."""
+        if not self.sse:
+            try:
+                return dialects.parse_response(self.dialect, json.loads(bytes(self.raw)))
+            except (ValueError, UnicodeDecodeError) as e:
+                if self.error is None:
+                    self.error = f"unreadable stream: {e}"
+                return Reply()
+        return self.reader.finish()
+
+
+def is_event_stream(content_type: str) -> bool:
+    return content_type.split(";", 1)[0].strip().lower() == "text/event-stream"

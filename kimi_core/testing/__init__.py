@@ -1,0 +1,1 @@
+"""Helpers to exercise Kimi Proxy for real: a fake provider and a proxy runner."""

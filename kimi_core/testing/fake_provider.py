@@ -1,0 +1,273 @@
+"""A local fake LLM provider for tests and benchmarks: every dialect, streamed and not.
+
+It answers on loopback, over TLS with a throw-away self-signed certificate or
+in plain HTTP, whatever the Host header says, so a proxy can send
+``api.openai.com`` or ``api.anthropic.com`` traffic to it. What it reports is
+predictable, so tests can check what the proxy recorded:
+
+- prompt tokens = request body bytes // 4 (times ``X-Fake-Usage-Factor``),
+  also sent back in the ``x-fake-prompt-tokens`` header;
+- completion tokens = the number of streamed pieces (``X-Fake-Chunks``, default 5);
+- cached tokens = 3;
+- ``X-Fake-Delay-Ms`` waits that long between streamed events;
+- ``X-Fake-Status`` answers with that status and a provider-shaped error body.
+
+Run it alone with ``python -m kimi_core.testing.fake_provider --port 8443``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import ssl
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+REPLY = "Hello from the fake provider."
+
+
+def make_certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost (cryptography is a mitmproxy dependency)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake-provider")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "fake-cert.pem", directory / "fake-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def dialect_of(path: str) -> str | None:
+    p = path.split("?", 1)[0].rstrip("/")
+    if p.endswith("/chat/completions"):
+        return "openai-chat"
+    if p.endswith("/responses"):
+        return "openai-responses"
+    if p.endswith("/messages"):
+        return "anthropic"
+    if ":generateContent" in p or ":streamGenerateContent" in p:
+        return "gemini"
+    return None
+
+
+def error_body(dialect: str | None, status: int, message: str) -> dict[str, Any]:
+    if dialect == "anthropic":
+        return {"type": "error", "error": {"type": "api_error", "message": message}}
+    if dialect == "gemini":
+        return {"error": {"code": status, "message": message, "status": "UNAVAILABLE"}}
+    return {"error": {"message": message, "type": "server_error", "code": None}}
+
+
+def whole(dialect: str, model: str, prompt: int, out: int) -> dict[str, Any]:
+    """A non-streamed answer in ``dialect``."""
+    if dialect == "openai-chat":
+        return {
+            "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": REPLY},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": out, "total_tokens": prompt + out,
+                      "prompt_tokens_details": {"cached_tokens": 3}},
+        }
+    if dialect == "openai-responses":
+        return {
+            "id": "resp_fake", "object": "response", "created_at": 0, "model": model, "status": "completed",
+            "output": [{"type": "message", "id": "msg_fake", "role": "assistant", "status": "completed",
+                        "content": [{"type": "output_text", "text": REPLY, "annotations": []}]}],
+            "usage": {"input_tokens": prompt, "output_tokens": out, "total_tokens": prompt + out,
+                      "input_tokens_details": {"cached_tokens": 3},
+                      "output_tokens_details": {"reasoning_tokens": 0}},
+        }
+    if dialect == "anthropic":
+        return {
+            "id": "msg_fake", "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": REPLY}], "stop_reason": "end_turn",
+            "usage": {"input_tokens": prompt - 3, "cache_read_input_tokens": 3,
+                      "cache_creation_input_tokens": 0, "output_tokens": out},
+        }
+    return {
+        "candidates": [{"content": {"role": "model", "parts": [{"text": REPLY}]}, "finishReason": "STOP"}],
+        "usageMetadata": {"promptTokenCount": prompt, "candidatesTokenCount": out,
+                          "totalTokenCount": prompt + out, "cachedContentTokenCount": 3},
+        "modelVersion": model,
+    }
+
+
+def events(dialect: str, model: str, prompt: int, pieces: list[str]) -> list[tuple[str | None, dict | str]]:
+    """The SSE events of a streamed answer in ``dialect``: (event name, data)."""
+    out = len(pieces)
+    if dialect == "openai-chat":
+        base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model}
+        evs: list[tuple[str | None, dict | str]] = [
+            (None, {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": p},
+                                         "finish_reason": None}]}) for p in pieces]
+        evs.append((None, {**base, "choices": [], "usage": {
+            "prompt_tokens": prompt, "completion_tokens": out, "total_tokens": prompt + out,
+            "prompt_tokens_details": {"cached_tokens": 3}}}))
+        evs.append((None, "[DONE]"))
+        return evs
+    if dialect == "openai-responses":
+        final = whole(dialect, model, prompt, out)
+        final["output"][0]["content"][0]["text"] = "".join(pieces)
+        created = {**final, "status": "in_progress", "output": [], "usage": None}
+        evs = [("response.created", {"type": "response.created", "sequence_number": 0, "response": created})]
+        evs += [("response.output_text.delta", {"type": "response.output_text.delta", "item_id": "msg_fake",
+                                                "output_index": 0, "content_index": 0, "delta": p,
+                                                "sequence_number": i + 1, "logprobs": []})
+                for i, p in enumerate(pieces)]
+        evs.append(("response.completed", {"type": "response.completed", "sequence_number": out + 1,
+                                           "response": final}))
+        return evs
+    if dialect == "anthropic":
+        start = {"id": "msg_fake", "type": "message", "role": "assistant", "model": model, "content": [],
+                 "stop_reason": None, "usage": {"input_tokens": prompt - 3, "cache_read_input_tokens": 3,
+                                                "cache_creation_input_tokens": 0, "output_tokens": 1}}
+        evs = [("message_start", {"type": "message_start", "message": start}),
+               ("content_block_start", {"type": "content_block_start", "index": 0,
+                                        "content_block": {"type": "text", "text": ""}})]
+        evs += [("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                         "delta": {"type": "text_delta", "text": p}}) for p in pieces]
+        evs += [("content_block_stop", {"type": "content_block_stop", "index": 0}),
+                ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+                                   "usage": {"output_tokens": out}}),
+                ("message_stop", {"type": "message_stop"})]
+        return evs
+    evs = []
+    for i, p in enumerate(pieces):
+        chunk: dict[str, Any] = {"candidates": [{"content": {"role": "model", "parts": [{"text": p}]}}],
+                                 "modelVersion": model}
+        chunk["usageMetadata"] = {"promptTokenCount": prompt, "candidatesTokenCount": i + 1,
+                                  "totalTokenCount": prompt + i + 1, "cachedContentTokenCount": 3}
+        evs.append((None, chunk))
+    return evs
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # else delayed ACKs add ~40 ms per request
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self._send_json(200, {"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length else b""
+        self.server.seen.append({"path": self.path, "headers": dict(self.headers), "body": body})
+        dialect = dialect_of(self.path)
+        status = int(self.headers.get("x-fake-status") or 200)
+        if dialect is None or status != 200:
+            self._send_json(status if dialect else 404, error_body(dialect, status, "fake failure"))
+            return
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = {}
+        data = data if isinstance(data, dict) else {}
+        factor = float(self.headers.get("x-fake-usage-factor") or 1)
+        prompt = max(3, int(len(body) // 4 * factor))
+        model = str(data.get("model") or self.path.split("/models/")[-1].split(":")[0])
+        n = int(self.headers.get("x-fake-chunks") or 5)
+        delay = float(self.headers.get("x-fake-delay-ms") or 0) / 1000
+        streamed = data.get("stream") is True or ":streamGenerateContent" in self.path
+        if not streamed:
+            self._send_json(200, whole(dialect, model, prompt, n), {"x-fake-prompt-tokens": str(prompt)})
+            return
+        pieces = [f"piece {i} " for i in range(n)]
+        sse = dialect != "gemini" or "alt=sse" in self.path
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream" if sse else "application/json")
+        self.send_header("transfer-encoding", "chunked")
+        self.send_header("x-fake-prompt-tokens", str(prompt))
+        self.end_headers()
+        evs = events(dialect, model, prompt, pieces)
+        for i, (name, payload) in enumerate(evs):
+            if i and delay:
+                time.sleep(delay)
+            text = payload if isinstance(payload, str) else json.dumps(payload)
+            if sse:
+                chunk = (f"event: {name}\n" if name else "") + f"data: {text}\n\n"
+            else:
+                chunk = ("[" if i == 0 else ",\r\n") + text + ("]" if i == len(evs) - 1 else "")
+            self._chunk(chunk.encode())
+        self._chunk(b"")
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+    def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class FakeProvider:
+    """``with FakeProvider(tls=True) as fake: fake.port``; ``fake.seen`` lists the requests."""
+
+    def __init__(self, tls: bool = True, port: int = 0) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server.daemon_threads = True
+        self.server.seen = []  # type: ignore[attr-defined]
+        self._tmp = tempfile.TemporaryDirectory()
+        if tls:
+            cert, key = make_certificate(Path(self._tmp.name))
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(cert, key)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.tls = tls
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def seen(self) -> list[dict[str, Any]]:
+        return self.server.seen  # type: ignore[attr-defined]
+
+    def __enter__(self) -> FakeProvider:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._tmp.cleanup()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--port", type=int, default=8443)
+    parser.add_argument("--plain", action="store_true", help="plain HTTP instead of TLS")
+    args = parser.parse_args()
+    with FakeProvider(tls=not args.plain, port=args.port) as fake:
+        print(f"fake provider on {'http' if args.plain else 'https'}://127.0.0.1:{fake.port}", flush=True)
+        threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

