@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 BATCH = 256
 MAX_RETRY_DELAY = 2.0
+BUSY_TIMEOUT = 2.0  # seconds one write waits for another writer's lock
 
 
 def now_iso(ts: float | None = None) -> str:
@@ -137,7 +138,7 @@ class Store:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             if not self.path.exists():
                 os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-            conn = sqlite3.connect(self.path, check_same_thread=False, timeout=2.0,
+            conn = sqlite3.connect(self.path, check_same_thread=False, timeout=BUSY_TIMEOUT,
                                    isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -166,7 +167,7 @@ class Store:
         if self._thread is not None:
             self._stop_at = time.monotonic() + timeout
             self._queue.put(None)  # wake the writer
-            self._thread.join(timeout + 1.0)
+            self._thread.join(timeout + BUSY_TIMEOUT + 1.0)
             self._thread = None
         if self._conn is not None:
             try:
@@ -263,6 +264,7 @@ class Store:
         assert conn is not None
         stamp = now_iso()
         new_blobs: dict[str, bytes] = {}
+        last_used: dict[str, str] = {}  # blob -> ts of the latest request using it
         conn.execute("BEGIN IMMEDIATE")
         try:
             for p in prepared:
@@ -272,10 +274,11 @@ class Store:
                         (p.id, p.name, p.provider, p.started_at, p.mode),
                     )
                     continue
+                ts = p.row.get("ts") or stamp
                 for digest, data in p.blobs.items():
-                    if digest in self._known or digest in new_blobs:
-                        continue
-                    new_blobs[digest] = data
+                    last_used[digest] = max(ts, last_used.get(digest, ts))
+                    if digest not in self._known:
+                        new_blobs[digest] = data
                 cols = list(p.row)
                 conn.execute(
                     f"INSERT OR REPLACE INTO requests ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
@@ -291,11 +294,11 @@ class Store:
                 packed = lz4.frame.compress(data)
                 cur = conn.execute(
                     "INSERT OR IGNORE INTO blobs (hash, size, data, created_at, last_used) VALUES (?, ?, ?, ?, ?)",
-                    (digest, len(data), packed, stamp, stamp),
+                    (digest, len(data), packed, stamp, last_used[digest]),
                 )
                 added += len(packed) if cur.rowcount else 0
-            used = {d for p in prepared if isinstance(p, _Prepared) for d in p.blobs} - set(new_blobs)
-            conn.executemany("UPDATE blobs SET last_used = ? WHERE hash = ?", [(stamp, d) for d in used])
+            conn.executemany("UPDATE blobs SET last_used = max(last_used, ?) WHERE hash = ?",
+                             [(ts, d) for d, ts in last_used.items()])
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -315,7 +318,7 @@ class Store:
         assert conn is not None
         target = int(self.retention_bytes * 0.9)
         doomed, freed = [], 0
-        for digest, size in conn.execute("SELECT hash, length(data) FROM blobs ORDER BY last_used"):
+        for digest, size in conn.execute("SELECT hash, length(data) FROM blobs ORDER BY last_used, rowid"):
             if self._blob_bytes - freed <= target:
                 break
             doomed.append((digest,))

@@ -1,0 +1,151 @@
+import os
+import sqlite3
+import stat
+import time
+
+import lz4.frame
+import pytest
+
+from kimi_core.store import RequestRecord, SessionRecord, Store, load_request_body
+from kimi_core.store.store import load_response_body
+
+
+def row(i, session="s1", **extra):
+    return {"id": f"r{i}", "ts": f"2026-11-21T00:00:{i:02d}", "session_id": session, "provider": "openai",
+            "dialect": "openai-chat", "action": "passed", **extra}
+
+
+def chat_body(n):
+    return {"model": "gpt-4o", "messages": [{"role": "user", "content": f"message {i} " * 100} for i in range(n)]}
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "sub" / "kimi.db")
+    s.open()
+    s.start()
+    yield s
+    s.close()
+
+
+def test_schema_after_migrating(tmp_path):
+    s = Store(tmp_path / "kimi.db")
+    s.open()
+    s.close()
+    db = sqlite3.connect(tmp_path / "kimi.db")
+    tables = {name: [c[1] for c in db.execute(f"PRAGMA table_info({name})")]
+              for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert tables["sessions"] == ["id", "name", "provider", "started_at", "mode"]
+    assert tables["requests"][:21] == [
+        "id", "ts", "session_id", "provider", "dialect", "host", "path", "method", "model", "status_code",
+        "streamed", "prompt_tokens_est", "tokenizer", "tokens_approximate", "prompt_tokens",
+        "completion_tokens", "cached_tokens", "ttfb_ms", "duration_ms", "action", "error"]
+    assert {"request_body", "response_body", "messages"} <= set(tables["requests"])
+    assert tables["blobs"] == ["hash", "size", "data", "created_at", "last_used"]
+    assert [n for (n,) in db.execute("SELECT name FROM _sqlite_migrations")] == ["001_initial"]
+
+
+def test_reopening_applies_nothing_twice(tmp_path):
+    for _ in range(2):
+        s = Store(tmp_path / "kimi.db")
+        s.open()
+        s.close()
+    db = sqlite3.connect(tmp_path / "kimi.db")
+    assert db.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0] == 1
+
+
+def test_database_and_directory_are_private(store):
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(store.path.parent.stat().st_mode) == 0o700
+
+
+def test_a_resent_history_is_stored_once(store):
+    store.submit(SessionRecord("s1", "session", "openai", "2026-11-21T00:00:00", "auto"))
+    for turn in range(1, 31):
+        store.submit(RequestRecord(row(turn), chat_body(turn), "messages", b'{"ok": true}'))
+    store.close()
+    db = sqlite3.connect(store.path)
+    # 30 distinct messages + 1 envelope (same every turn) + 1 response body.
+    assert db.execute("SELECT count(*) FROM blobs").fetchone()[0] == 32
+    assert db.execute("SELECT count(*) FROM requests").fetchone()[0] == 30
+    assert load_request_body(db, "r30") == chat_body(30)
+    assert load_request_body(db, "r7") == chat_body(7)
+    assert load_response_body(db, "r7") == b'{"ok": true}'
+
+
+def test_credentials_in_bodies_never_reach_the_database(store):
+    body = {"model": "m", "api_key": "hunter2-secret", "messages": [
+        {"role": "user", "content": "use sk-proj-abcdefghijklmnopqrstuvwxyz please"}]}
+    store.submit(RequestRecord(row(1), body, "messages", b'{"echo": "sk-ant-abcdefghijklmnopqrstuvwxyz"}'))
+    store.close()
+    dump = "\n".join(sqlite3.connect(store.path).iterdump())
+    texts = [lz4.frame.decompress(d) for (d,) in sqlite3.connect(store.path).execute("SELECT data FROM blobs")]
+    for secret in (b"hunter2-secret", b"sk-proj-abcdefghijklmnopqrstuvwxyz", b"sk-ant-abcdefghijklmnopqrstuvwxyz"):
+        assert not any(secret in t for t in texts)
+        assert secret.decode() not in dump
+    assert len(texts) == 3
+
+
+def test_raw_bodies_that_are_not_json_are_kept(store):
+    store.submit(RequestRecord(row(1), b"\xff\xfenot json", None, None))
+    store.close()
+    db = sqlite3.connect(store.path)
+    assert load_request_body(db, "r1") == b"\xff\xfenot json"
+
+
+def test_retention_drops_least_recently_used_bodies_and_keeps_rows(tmp_path):
+    s = Store(tmp_path / "kimi.db", retention_bytes=20_000)
+    s.open()
+    s.start()
+    for i in range(20):
+        s.submit(RequestRecord(row(i), {"messages": [os.urandom(3000).hex()]}, "messages"))
+    s.close()
+    db = sqlite3.connect(tmp_path / "kimi.db")
+    assert db.execute("SELECT sum(length(data)) FROM blobs").fetchone()[0] <= 20_000
+    assert db.execute("SELECT count(*) FROM requests").fetchone()[0] == 20
+    assert load_request_body(db, "r19")["messages"][0] is not None
+    assert load_request_body(db, "r0") == {"messages": [None]}  # its message expired
+
+
+def test_a_locked_database_delays_nothing_and_loses_nothing(store):
+    blocker = sqlite3.connect(store.path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    started = time.monotonic()
+    for i in range(50):
+        store.submit(RequestRecord(row(i), chat_body(2), "messages"))
+    assert time.monotonic() - started < 1.0  # submit never waits for the database
+    deadline = time.monotonic() + 10
+    while store.failures == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert store.failures >= 1 and store.written == 0 and store.pending == 50
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    store.close()
+    assert store.written == 50 and store.lost == 0
+    assert sqlite3.connect(store.path).execute("SELECT count(*) FROM requests").fetchone()[0] == 50
+
+
+def test_what_cannot_be_written_is_counted_not_dropped_in_silence(tmp_path, caplog):
+    s = Store(tmp_path / "kimi.db", max_pending=5)
+    s.open()
+    s.start()
+    blocker = sqlite3.connect(s.path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    for i in range(8):
+        s.submit(RequestRecord(row(i)))
+    s.close(timeout=0.5)
+    assert s.lost == 8  # 3 refused at once, 5 given up at shutdown
+    assert "not written" in caplog.text
+    blocker.execute("ROLLBACK")
+
+
+def test_named_sessions_are_read_back(tmp_path):
+    s = Store(tmp_path / "kimi.db")
+    s.open()
+    s.start()
+    s.submit(SessionRecord("a", "auto one", "openai", "t", "auto"))
+    s.submit(SessionRecord("n", "refactor", "anthropic", "t", "named"))
+    s.close()
+    again = Store(tmp_path / "kimi.db")
+    assert [x.name for x in again.open()] == ["refactor"]
+    again.close()
