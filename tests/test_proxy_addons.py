@@ -1,0 +1,208 @@
+"""Kimi's addons together in mitmproxy's test context, with real flows and a real database."""
+
+import asyncio
+import gzip
+import json
+import logging
+import sqlite3
+
+import pytest
+from mitmproxy import eventsequence, exceptions, hooks, http
+from mitmproxy.test import taddons, tflow
+
+from kimi_core.proxy import KimiContext, KimiMeter, KimiRecorder, KimiSessions, KimiTraffic
+
+CHAT = {"model": "gpt-4", "messages": [{"role": "user", "content": "hello world"}]}
+CHAT_REPLY = {"model": "gpt-4", "choices": [{"message": {"content": "hi"}}],
+              "usage": {"prompt_tokens": 11, "completion_tokens": 1}}
+
+
+def make_flow(url, body, headers=None, response=None, method="POST"):
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    host = url.split("/")[2].split(":")[0]
+    req = http.Request.make(method, url, b"", {"host": host, "content-type": "application/json", **(headers or {})})
+    req.raw_content = raw  # as sent, whatever content-encoding says
+    resp = http.Response.make(200, json.dumps(response).encode(), {"content-type": "application/json"}) \
+        if response is not None else False
+    return tflow.tflow(req=req, resp=resp)
+
+
+class Harness:
+    def __init__(self, tctx, kimi, db):
+        self.tctx, self.kimi, self.db = tctx, kimi, db
+
+    async def run(self, flow):
+        """Run the flow's hooks in order, with the response arriving after the request hooks."""
+        response, flow.response = flow.response, None
+        events = list(eventsequence.iterate(flow))
+        for event in events:
+            await self.tctx.master.addons.handle_lifecycle(event)
+        if response is not None:
+            flow.response = response
+            for event in list(eventsequence.iterate(flow))[len(events):]:
+                await self.tctx.master.addons.handle_lifecycle(event)
+        return flow
+
+    def rows(self):
+        self.kimi.store.close()
+        db = sqlite3.connect(self.db)
+        db.row_factory = sqlite3.Row
+        return [dict(r) for r in db.execute("SELECT * FROM requests ORDER BY ts")]
+
+
+@pytest.fixture
+def harness(tmp_path):
+    async def make():
+        kimi = KimiContext()
+        addons = [KimiTraffic(kimi), KimiSessions(kimi), KimiMeter(kimi), KimiRecorder(kimi)]
+        tctx = taddons.context(*addons)
+        tctx.options.update(kimi_db=str(tmp_path / "kimi.db"))
+        return Harness(tctx, kimi, tmp_path / "kimi.db")
+    return make
+
+
+def test_an_llm_call_is_parsed_counted_commented_and_recorded(harness):
+    async def main():
+        h = await harness()
+        flow = await h.run(make_flow("https://api.openai.com/v1/chat/completions", CHAT, response=CHAT_REPLY))
+        assert flow.comment == "kimi: openai · gpt-4 · est 10 tok · prompt 11 · out 1"
+        assert flow.metadata["kimi"] == {"provider": "openai", "dialect": "openai-chat"}
+        [row] = h.rows()
+        assert (row["provider"], row["dialect"], row["model"], row["prompt_tokens_est"], row["prompt_tokens"],
+                row["completion_tokens"], row["action"], row["error"]) == \
+            ("openai", "openai-chat", "gpt-4", 10, 11, 1, "passed", None)
+    asyncio.run(main())
+
+
+def test_other_traffic_is_untouched_and_unrecorded(harness):
+    async def main():
+        h = await harness()
+        flow = make_flow("https://example.com/v1/chat/completions", CHAT, {"X-Kimi-Session": "x"}, CHAT_REPLY)
+        before = flow.get_state()
+        await h.run(flow)
+        assert flow.get_state() == before
+        assert h.rows() == []
+    asyncio.run(main())
+
+
+def test_session_header_pins_the_request_and_is_removed(harness):
+    async def main():
+        h = await harness()
+        flow = await h.run(make_flow("https://api.anthropic.com/v1/messages",
+                                     {"model": "claude-x", "max_tokens": 5, "messages": []},
+                                     {"X-Kimi-Session": "refactor", "X-Kimi-Other": "1"}, {"content": []}))
+        assert "x-kimi-session" not in flow.request.headers and "x-kimi-other" not in flow.request.headers
+        [row] = h.rows()
+        db = sqlite3.connect(h.db)
+        assert db.execute("SELECT name, mode FROM sessions WHERE id = ?", (row["session_id"],)).fetchone() == \
+            ("refactor", "named")
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("body,headers,error", [
+    (b"{not json", {}, "request body is not JSON"),
+    (b"\xff\xfe\x00garbage", {}, "request body is not JSON"),
+    (b"", {}, "empty request body"),
+    (b"[1, 2]", {}, "not a openai-chat request: expected a JSON object, got list"),
+    (b"\x1f\x8b garbage", {"content-encoding": "gzip"}, "cannot decode a gzip-encoded body"),
+    (b"[" * 100_000 + b"]" * 100_000, {}, "request body is not JSON"),
+])
+def test_bad_input_is_forwarded_byte_for_byte_with_the_error_recorded(harness, caplog, body, headers, error):
+    async def main():
+        h = await harness()
+        flow = make_flow("https://api.openai.com/v1/chat/completions", body, headers, CHAT_REPLY)
+        with caplog.at_level(logging.WARNING):
+            await h.run(flow)
+        assert flow.request.raw_content == body
+        [row] = h.rows()
+        assert row["error"].startswith(error) and row["prompt_tokens"] == 11
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1 and "forwarded unchanged" in warnings[0].getMessage()
+        assert "Traceback" not in caplog.text
+    asyncio.run(main())
+
+
+def test_gzip_encoded_request_bodies_are_read(harness):
+    async def main():
+        h = await harness()
+        raw = gzip.compress(json.dumps(CHAT).encode())
+        flow = await h.run(make_flow("https://api.openai.com/v1/chat/completions", raw,
+                                     {"content-encoding": "gzip"}, CHAT_REPLY))
+        assert flow.request.raw_content == raw
+        [row] = h.rows()
+        assert row["error"] is None and row["prompt_tokens_est"] == 10
+    asyncio.run(main())
+
+
+def test_unknown_paths_on_provider_hosts_are_recorded_and_warned_once(harness, caplog):
+    async def main():
+        h = await harness()
+        with caplog.at_level(logging.WARNING):
+            for _ in range(3):
+                await h.run(make_flow("https://api.openai.com/v1/models", b"", method="GET", response={"data": []}))
+        rows = h.rows()
+        assert len(rows) == 3 and rows[0]["dialect"] is None
+        assert rows[0]["error"] == "not a generation endpoint: GET /v1/models"
+        assert len([r for r in caplog.records if "not a generation endpoint" in r.getMessage()]) == 1
+    asyncio.run(main())
+
+
+def test_gemini_key_in_query_is_not_recorded(harness):
+    async def main():
+        h = await harness()
+        await h.run(make_flow(
+            "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-pro:generateContent?key=AIzaSECRET123",
+            {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}, response={"usageMetadata": {"promptTokenCount": 4}}))
+        [row] = h.rows()
+        assert row["path"] == "/v1beta/models/gemini-2.5-pro:generateContent?key=[REDACTED]"
+        assert row["model"] == "gemini-2.5-pro" and row["prompt_tokens"] == 4
+        assert b"AIzaSECRET123" not in h.db.read_bytes()
+    asyncio.run(main())
+
+
+def start(tctx, addon):
+    """What mitmdump does at start-up: configure with every option."""
+    tctx.master.addons.invoke_addon_sync(addon, hooks.ConfigureHook(set(tctx.options.keys())))
+
+
+def test_allow_hosts_is_set_to_provider_hosts_unless_told_otherwise(tmp_path):
+    traffic = KimiTraffic(KimiContext())
+    with taddons.context(traffic) as tctx:
+        start(tctx, traffic)
+        assert r"^api\.openai\.com:[0-9]+$" in tctx.options.allow_hosts
+        tctx.options.update(kimi_intercept_all=True)
+        assert tctx.options.allow_hosts == []
+        tctx.options.update(kimi_intercept_all=False)
+        assert r"^api\.anthropic\.com:[0-9]+$" in tctx.options.allow_hosts
+        tctx.options.update(allow_hosts=["^mine:443$"])
+        assert tctx.options.allow_hosts == ["^mine:443$"]
+
+
+def test_reverse_mode_target_is_allowed(tmp_path):
+    traffic = KimiTraffic(KimiContext())
+    with taddons.context(traffic) as tctx:
+        start(tctx, traffic)
+        tctx.options.update(mode=["reverse:https://api.moonshot.ai"])
+        assert r"^api\.moonshot\.ai:443$" in tctx.options.allow_hosts
+
+
+def test_a_bad_config_file_fails_at_start_up(tmp_path):
+    bad = tmp_path / "config.toml"
+    bad.write_text('[providers.x]\ndialect = "soap"\n')
+    kimi = KimiContext()
+    with taddons.context(KimiTraffic(kimi)) as tctx:
+        with pytest.raises(exceptions.OptionsError, match=r"config.toml: providers.x.dialect"):
+            tctx.options.update(kimi_config=str(bad))
+
+
+def test_session_new_command_starts_a_session(harness):
+    async def main():
+        h = await harness()
+        await h.run(make_flow("https://api.openai.com/v1/chat/completions", CHAT, response=CHAT_REPLY))
+        h.tctx.master.commands.call("kimi.session.new", "after", "lunch")
+        await h.run(make_flow("https://api.openai.com/v1/chat/completions", CHAT, response=CHAT_REPLY))
+        first, second = h.rows()
+        assert first["session_id"] != second["session_id"]
+        db = sqlite3.connect(h.db)
+        assert db.execute("SELECT name FROM sessions WHERE id = ?", (second["session_id"],)).fetchone() == ("after lunch",)
+    asyncio.run(main())
