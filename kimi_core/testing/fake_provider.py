@@ -161,6 +161,11 @@ def events(dialect: str, model: str, prompt: int, pieces: list[str]) -> list[tup
     return evs
 
 
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # else delayed ACKs add ~40 ms per request
@@ -232,8 +237,7 @@ class FakeProvider:
     """``with FakeProvider(tls=True) as fake: fake.port``; ``fake.seen`` lists the requests."""
 
     def __init__(self, tls: bool = True, port: int = 0) -> None:
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.server.daemon_threads = True
+        self.server = Server(("127.0.0.1", port), Handler)
         self.server.seen = []  # type: ignore[attr-defined]
         self._tmp = tempfile.TemporaryDirectory()
         if tls:
