@@ -129,7 +129,7 @@ def test_gemini(proxy, method, query):
     [row] = row_for(proxy, tag)
     assert (row["provider"], row["dialect"], row["prompt_tokens"], row["cached_tokens"]) == \
         ("gemini", "gemini", reported, 3)
-    assert row["completion_tokens"] == (1 if method == "generateContent" else 5) or method == "generateContent"
+    assert (row["completion_tokens"], row["streamed"]) == (5, int(method == "streamGenerateContent"))
     assert GEMINI_KEY not in row["path"] and "key=[REDACTED]" in row["path"]
 
 

@@ -206,3 +206,16 @@ def test_session_new_command_starts_a_session(harness):
         db = sqlite3.connect(h.db)
         assert db.execute("SELECT name FROM sessions WHERE id = ?", (second["session_id"],)).fetchone() == ("after lunch",)
     asyncio.run(main())
+
+
+def test_websocket_upgrades_pass_and_are_noted(harness):
+    async def main():
+        h = await harness()
+        flow = make_flow("https://api.openai.com/v1/realtime?model=gpt-realtime", b"",
+                         {"upgrade": "websocket", "connection": "Upgrade"}, method="GET")
+        flow.response = http.Response.make(101, b"", {"upgrade": "websocket"})
+        await h.run(flow)
+        assert flow.request.headers["upgrade"] == "websocket"
+        [row] = h.rows()
+        assert row["status_code"] == 101 and row["error"] == "websocket upgrade: messages are not metered"
+    asyncio.run(main())
