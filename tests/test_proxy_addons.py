@@ -41,6 +41,10 @@ class Harness:
             flow.response = response
             for event in list(eventsequence.iterate(flow))[len(events):]:
                 await self.tctx.master.addons.handle_lifecycle(event)
+        call = self.kimi.call(flow)
+        if call is not None and call.analysis is not None:
+            await asyncio.wait([call.analysis])  # the row and comment follow the analysis
+            await asyncio.sleep(0)
         return flow
 
     def rows(self):
@@ -218,4 +222,25 @@ def test_websocket_upgrades_pass_and_are_noted(harness):
         assert flow.request.headers["upgrade"] == "websocket"
         [row] = h.rows()
         assert row["status_code"] == 101 and row["error"] == "websocket upgrade: messages are not metered"
+    asyncio.run(main())
+
+
+def test_shutdown_writes_rows_whose_analysis_is_still_running(harness):
+    async def main():
+        h = await harness()
+        flow = make_flow("https://api.openai.com/v1/chat/completions",
+                         {"model": "gpt-4", "messages": [{"role": "user", "content": "word " * 200_000}]},
+                         response=CHAT_REPLY)
+        response, flow.response = flow.response, None
+        events = list(eventsequence.iterate(flow))
+        for event in events:
+            await h.tctx.master.addons.handle_lifecycle(event)
+        flow.response = response
+        for event in list(eventsequence.iterate(flow))[len(events):]:
+            await h.tctx.master.addons.handle_lifecycle(event)
+        h.tctx.master.addons.trigger(hooks.DoneHook())  # before the count can finish
+        db = sqlite3.connect(h.db)
+        [(prompt_tokens, error)] = db.execute("SELECT prompt_tokens, error FROM requests").fetchall()
+        assert prompt_tokens == 11  # the row is there, with the provider's usage
+        assert error is None or error == "proxy shut down before the request was counted"
     asyncio.run(main())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from mitmproxy import http
@@ -38,6 +39,13 @@ class LLMCall:
     action: str = "passed"
     errors: list[str] = field(default_factory=list)
     recorded: bool = False
+
+    def when_analysed(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` once the request's analysis is over (now, if it is)."""
+        if self.analysis is None or self.analysis.done():
+            fn()
+        else:
+            self.analysis.add_done_callback(lambda _: fn())
 
     def result(self) -> Analysis | None:
         """The analysis if it has finished, else None."""

@@ -1,8 +1,9 @@
 """Measure LLM calls: parse and count the request, watch the response for usage.
 
 The request is parsed and counted in a worker thread (tiktoken releases the
-GIL), started in ``request`` and awaited only when the result is needed, so a
-big body never blocks the event loop and the request is not held for it.
+GIL), started in ``request``; neither the request nor the response waits for
+it (the row is written when it is done), so a big body never blocks the event
+loop or holds up the client.
 Event streams are passed to the client chunk by chunk as the provider sends
 them (mitmproxy would buffer them whole), and read on the way through.
 """
@@ -85,6 +86,7 @@ class KimiMeter:
             self.kimi.counter,
             ctx.options.kimi_max_body_mb * 1024 * 1024,
         ))
+        call.analysis.add_done_callback(lambda _: self._analysed(flow, call))
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         call = self.kimi.call(flow)
@@ -102,7 +104,6 @@ class KimiMeter:
         call = self.kimi.call(flow)
         if call is None:
             return
-        await self._settle(call)
         if call.dialect is not None:
             call.reply = await self._reply(call, flow.response)
             if call.reply.error:
@@ -110,29 +111,28 @@ class KimiMeter:
                 call.errors.append(f"provider error ({status}): {call.reply.error[:300]}")
         flow.comment = summary(call)
 
-    async def error(self, flow: http.HTTPFlow) -> None:
+    def error(self, flow: http.HTTPFlow) -> None:
         call = self.kimi.call(flow)
         if call is None:
             return
-        await self._settle(call)
         if call.watcher is not None:
             call.reply = call.watcher.result()
         call.errors.append(flow.error.msg if flow.error else "connection failed")
         flow.comment = summary(call)
 
-    async def _settle(self, call: LLMCall) -> None:
-        """Wait for the request's analysis; its failures become the call's errors."""
-        if call.analysis is None:
-            return
-        try:
-            result = await call.analysis
-        except Exception as e:  # a bug in a parser must not lose the row
-            logger.warning("kimi: could not analyse a %s request: %r", call.dialect, e)
+    def _analysed(self, flow: http.HTTPFlow, call: LLMCall) -> None:
+        """The request's analysis is over: note its failure, refresh the comment."""
+        assert call.analysis is not None
+        if call.analysis.cancelled():
+            call.errors.append("analysis cancelled")
+        elif (e := call.analysis.exception()) is not None:  # a parser bug must not lose the row
+            logger.warning("kimi: could not analyse a %s request: %r (forwarded unchanged)", call.dialect, e)
             call.errors.append(f"internal error while analysing: {e!r}")
-            return
-        if result.error:
+        elif (result := call.analysis.result()).error:
             call.errors.append(result.error)
             logger.warning("kimi: %s %s: %s (forwarded unchanged)", call.provider, call.path, result.error)
+        if call.reply is not None or flow.error is not None:
+            flow.comment = summary(call)
 
     async def _reply(self, call: LLMCall, response: http.Response | None) -> Reply:
         assert call.dialect is not None

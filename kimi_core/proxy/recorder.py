@@ -71,6 +71,8 @@ class KimiRecorder:
     def __init__(self, kimi: KimiContext) -> None:
         self.kimi = kimi
         self._sessions_written: set[str] = set()
+        # Finished flows whose request analysis is still running, by flow id.
+        self._awaiting: dict[str, tuple[http.HTTPFlow, LLMCall]] = {}
 
     def load(self, loader) -> None:
         loader.add_option("kimi_db", str, DEFAULT_DB, "Kimi Proxy's SQLite database.")
@@ -112,10 +114,16 @@ class KimiRecorder:
 
     def _record(self, flow: http.HTTPFlow) -> None:
         call = self.kimi.call(flow)
-        store = self.kimi.store
-        if call is None or store is None or call.recorded:
+        if call is None or self.kimi.store is None or call.recorded:
             return
         call.recorded = True
+        self._awaiting[flow.id] = (flow, call)
+        call.when_analysed(lambda: self._submit(flow, call))
+
+    def _submit(self, flow: http.HTTPFlow, call: LLMCall) -> None:
+        store = self.kimi.store
+        if store is None or self._awaiting.pop(flow.id, None) is None:
+            return
         session = call.session
         if session is not None and session.id not in self._sessions_written:
             self._sessions_written.add(session.id)
@@ -136,6 +144,10 @@ class KimiRecorder:
         ))
 
     def done(self) -> None:
+        for flow, call in list(self._awaiting.values()):
+            if call.result() is None:
+                call.errors.append("proxy shut down before the request was counted")
+            self._submit(flow, call)
         if self.kimi.store is not None:
             self.kimi.store.close()
             if self.kimi.store.lost:
