@@ -37,6 +37,9 @@ def analyse(raw: bytes, content_encoding: str, dialect: str, path: str,
             data = encoding.decode(raw, content_encoding)
         except ValueError as e:
             return Analysis(raw=raw, error=f"cannot decode a {content_encoding}-encoded body: {e}")
+        if len(data) > max_bytes:
+            return Analysis(raw=raw, error=f"decoded request body of {len(data) / 1e6:.1f} MB is over the "
+                                           f"{max_bytes / 1e6:.0f} MB analysis limit: not counted")
     try:
         body = json.loads(data)
     except (ValueError, RecursionError) as e:

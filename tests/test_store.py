@@ -149,3 +149,16 @@ def test_named_sessions_are_read_back(tmp_path):
     again = Store(tmp_path / "kimi.db")
     assert [x.name for x in again.open()] == ["refactor"]
     again.close()
+
+
+def test_a_body_that_cannot_be_serialised_is_noted_and_the_writer_goes_on(store):
+    deep = []
+    for _ in range(100_000):
+        deep = [deep]
+    store.submit(RequestRecord(row(1, error="request body is not JSON"), {"messages": [deep]}, "messages"))
+    store.submit(RequestRecord(row(2), chat_body(1), "messages"))
+    store.close()
+    db = sqlite3.connect(store.path)
+    errors = dict(db.execute("SELECT id, error FROM requests"))
+    assert errors["r1"].startswith("request body is not JSON; body not stored: RecursionError")
+    assert errors["r2"] is None and load_request_body(db, "r2") == chat_body(1)

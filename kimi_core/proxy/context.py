@@ -41,8 +41,12 @@ class LLMCall:
     recorded: bool = False
 
     def when_analysed(self, fn: Callable[[], None]) -> None:
-        """Call ``fn`` once the request's analysis is over (now, if it is)."""
-        if self.analysis is None or self.analysis.done():
+        """Call ``fn`` once the request's analysis is over.
+
+        Callbacks run in the order they were added, so the meter's bookkeeping
+        (added when the analysis starts) comes before the recorder's row.
+        """
+        if self.analysis is None:
             fn()
         else:
             self.analysis.add_done_callback(lambda _: fn())

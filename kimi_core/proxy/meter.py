@@ -26,6 +26,9 @@ from kimi_core.streams import StreamWatcher, is_event_stream
 
 logger = logging.getLogger(__name__)
 
+# Smaller bodies are parsed and counted on the event loop: a thread hand-off
+# costs more than the work (about 0.1 ms for 16 KB).
+ANALYSE_INLINE_LIMIT = 16 * 1024
 PARSE_INLINE_LIMIT = 256 * 1024  # larger response bodies are parsed in a thread
 
 
@@ -77,15 +80,17 @@ class KimiMeter:
         if call.dialect is None:
             self._note(call, f"not a generation endpoint: {flow.request.method} {call.path.split('?')[0]}", flow)
             return
-        call.analysis = asyncio.ensure_future(asyncio.to_thread(
-            analyse,
-            flow.request.raw_content or b"",
-            flow.request.headers.get("content-encoding", ""),
-            call.dialect,
-            flow.request.path,
-            self.kimi.counter,
-            ctx.options.kimi_max_body_mb * 1024 * 1024,
-        ))
+        raw = flow.request.raw_content or b""
+        args = (raw, flow.request.headers.get("content-encoding", ""), call.dialect, flow.request.path,
+                self.kimi.counter, ctx.options.kimi_max_body_mb * 1024 * 1024)
+        if len(raw) > ANALYSE_INLINE_LIMIT or "content-encoding" in flow.request.headers:
+            call.analysis = asyncio.ensure_future(asyncio.to_thread(analyse, *args))
+        else:
+            call.analysis = asyncio.get_running_loop().create_future()
+            try:
+                call.analysis.set_result(analyse(*args))
+            except Exception as e:  # reported by _analysed, like a failure in the thread
+                call.analysis.set_exception(e)
         call.analysis.add_done_callback(lambda _: self._analysed(flow, call))
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:

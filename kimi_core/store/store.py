@@ -71,43 +71,86 @@ class RequestRecord:
 @dataclass(slots=True)
 class _Prepared:
     row: dict[str, Any]
-    blobs: dict[str, bytes] = field(default_factory=dict)  # hash -> uncompressed bytes
+    blobs: dict[str, bytes] = field(default_factory=dict)  # new blobs: hash -> uncompressed bytes
+    refs: set[str] = field(default_factory=set)  # blobs already stored, used again
     messages: list[str] = field(default_factory=list)
 
 
-def _encode(value: Any) -> bytes:
-    """Redacted bytes of a body part: JSON text for parsed values, bytes as they are."""
-    if isinstance(value, (bytes, bytearray)):
-        try:
-            return redact_text(bytes(value).decode("utf-8")).encode("utf-8")
-        except UnicodeDecodeError:
-            return bytes(value)
+def _redacted(text: str) -> bytes:
     try:
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
         return redact_text(text).encode("utf-8")
-    except UnicodeEncodeError:  # lone surrogates: escape them
-        return redact_text(json.dumps(value, separators=(",", ":"))).encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates (valid in JSON escapes): keep them escaped
+        return redact_text(text.encode("utf-8", "surrogatepass").decode("utf-8", "backslashreplace")).encode()
 
 
-def _put(prepared: _Prepared, data: bytes) -> str:
-    digest = hashlib.sha256(data).hexdigest()
-    prepared.blobs[digest] = data
-    return digest
+class _Blobs:
+    """Turns body parts into content-addressed blobs (writer thread only).
 
+    Agents resend their history every turn, so most parts were stored before:
+    a part is recognised by a fast hash of its JSON text and, when its blob is
+    known to be in the database, only referenced again, without being redacted,
+    hashed or compressed anew.
+    """
 
-def prepare(record: RequestRecord) -> _Prepared:
-    """Split and hash a record's bodies (pure; runs in the writer thread)."""
-    prepared = _Prepared(dict(record.row))
-    body = record.request_body
-    if isinstance(body, dict) and record.history_key and isinstance(body.get(record.history_key), list):
-        envelope = {k: (None if k == record.history_key else v) for k, v in body.items()}
-        prepared.row["request_body"] = _put(prepared, _encode(envelope))
-        prepared.messages = [_put(prepared, _encode(m)) for m in body[record.history_key]]
-    elif body is not None:
-        prepared.row["request_body"] = _put(prepared, _encode(body))
-    if record.response_body is not None:
-        prepared.row["response_body"] = _put(prepared, _encode(record.response_body))
-    return prepared
+    def __init__(self, size: int = 200_000) -> None:
+        self.known: OrderedDict[str, None] = OrderedDict()  # blob hashes in the database
+        self._seen: OrderedDict[bytes, str] = OrderedDict()  # JSON text hash -> blob hash
+        self._size = size
+
+    def forget(self) -> None:
+        self.known.clear()
+        self._seen.clear()
+
+    def stored(self, digests: list[str]) -> None:
+        for d in digests:
+            self.known[d] = None
+        while len(self.known) > self._size:
+            self.known.popitem(last=False)
+
+    def part(self, prepared: _Prepared, value: Any) -> str:
+        if isinstance(value, (bytes, bytearray)):
+            try:
+                data = _redacted(bytes(value).decode("utf-8"))
+            except UnicodeDecodeError:
+                data = bytes(value)
+            return self._put(prepared, data)
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        digest = self._seen.get(key)
+        if digest is not None and digest in self.known:
+            self._seen.move_to_end(key)
+            prepared.refs.add(digest)
+            return digest
+        digest = self._put(prepared, _redacted(text))
+        self._seen[key] = digest
+        if len(self._seen) > self._size:
+            self._seen.popitem(last=False)
+        return digest
+
+    @staticmethod
+    def _put(prepared: _Prepared, data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        prepared.blobs[digest] = data
+        return digest
+
+    def prepare(self, record: RequestRecord) -> _Prepared:
+        """Split a record's bodies into blobs; a body that cannot be serialised is noted, not stored."""
+        prepared = _Prepared(dict(record.row))
+        body = record.request_body
+        try:
+            if isinstance(body, dict) and record.history_key and isinstance(body.get(record.history_key), list):
+                envelope = {k: (None if k == record.history_key else v) for k, v in body.items()}
+                prepared.row["request_body"] = self.part(prepared, envelope)
+                prepared.messages = [self.part(prepared, m) for m in body[record.history_key]]
+            elif body is not None:
+                prepared.row["request_body"] = self.part(prepared, body)
+            if record.response_body is not None:
+                prepared.row["response_body"] = self.part(prepared, record.response_body)
+        except (ValueError, TypeError, RecursionError) as e:
+            note = f"body not stored: {type(e).__name__}: {str(e)[:100]}"
+            prepared = _Prepared(dict(record.row))
+            prepared.row["error"] = "; ".join(x for x in (record.row.get("error"), note) if x)
+        return prepared
 
 
 class Store:
@@ -126,7 +169,7 @@ class Store:
         self._stop_at: float | None = None
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
-        self._known: OrderedDict[str, None] = OrderedDict()  # blob hashes in the database
+        self._blobs = _Blobs()
         self._blob_bytes = 0
         self.named_sessions: list[SessionRecord] = []
 
@@ -257,7 +300,7 @@ class Store:
             if isinstance(r, SessionRecord):
                 prepared.append(r)
             elif self.store_bodies:
-                prepared.append(prepare(r))
+                prepared.append(self._blobs.prepare(r))
             else:
                 prepared.append(_Prepared(dict(r.row)))
         conn = self._conn
@@ -275,9 +318,10 @@ class Store:
                     )
                     continue
                 ts = p.row.get("ts") or stamp
-                for digest, data in p.blobs.items():
+                for digest in (*p.blobs, *p.refs):
                     last_used[digest] = max(ts, last_used.get(digest, ts))
-                    if digest not in self._known:
+                for digest, data in p.blobs.items():
+                    if digest not in self._blobs.known:
                         new_blobs[digest] = data
                 cols = list(p.row)
                 conn.execute(
@@ -304,10 +348,7 @@ class Store:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        for digest in new_blobs:
-            self._known[digest] = None
-        while len(self._known) > 500_000:
-            self._known.popitem(last=False)
+        self._blobs.stored(list(new_blobs))
         self._blob_bytes += added
         if self._blob_bytes > self.retention_bytes:
             self._enforce_retention()
@@ -326,7 +367,7 @@ class Store:
         with conn:
             conn.executemany("DELETE FROM blobs WHERE hash = ?", doomed)
         self._blob_bytes -= freed
-        self._known.clear()
+        self._blobs.forget()
         logger.info("kimi: retention limit reached; removed %d stored bodies (%.1f MB)",
                     len(doomed), freed / 1e6)
 
