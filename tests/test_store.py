@@ -65,8 +65,8 @@ def test_a_resent_history_is_stored_once(store):
         store.submit(RequestRecord(row(turn), chat_body(turn), "messages", b'{"ok": true}'))
     store.close()
     db = sqlite3.connect(store.path)
-    # 30 distinct messages + 1 envelope (same every turn) + 1 response body.
-    assert db.execute("SELECT count(*) FROM blobs").fetchone()[0] == 32
+    # 30 distinct messages + 1 envelope (same every turn) + 1 response body + 30 message lists.
+    assert db.execute("SELECT count(*) FROM blobs").fetchone()[0] == 62
     assert db.execute("SELECT count(*) FROM requests").fetchone()[0] == 30
     assert load_request_body(db, "r30") == chat_body(30)
     assert load_request_body(db, "r7") == chat_body(7)
@@ -83,7 +83,7 @@ def test_credentials_in_bodies_never_reach_the_database(store):
     for secret in (b"hunter2-secret", b"sk-proj-abcdefghijklmnopqrstuvwxyz", b"sk-ant-abcdefghijklmnopqrstuvwxyz"):
         assert not any(secret in t for t in texts)
         assert secret.decode() not in dump
-    assert len(texts) == 3
+    assert len(texts) == 4  # envelope, message, message list, response
 
 
 def test_raw_bodies_that_are_not_json_are_kept(store):
@@ -104,7 +104,7 @@ def test_retention_drops_least_recently_used_bodies_and_keeps_rows(tmp_path):
     assert db.execute("SELECT sum(length(data)) FROM blobs").fetchone()[0] <= 20_000
     assert db.execute("SELECT count(*) FROM requests").fetchone()[0] == 20
     assert load_request_body(db, "r19")["messages"][0] is not None
-    assert load_request_body(db, "r0") == {"messages": [None]}  # its message expired
+    assert load_request_body(db, "r0") == {"messages": None}  # its history expired
 
 
 def test_a_locked_database_delays_nothing_and_loses_nothing(store):

@@ -16,7 +16,7 @@ import logging
 
 from mitmproxy import ctx, http
 
-from kimi_core import dialects
+from kimi_core import dialects, tokens
 from kimi_core.analysis import analyse
 from kimi_core.dialects.base import Reply
 from kimi_core.errors import BodyError
@@ -69,6 +69,10 @@ class KimiMeter:
             "kimi_max_body_mb", int, 32,
             "Request bodies larger than this are forwarded but not parsed or counted.",
         )
+
+    def running(self) -> None:
+        # Load tiktoken's vocabularies now, in a thread, rather than on the first request.
+        asyncio.get_running_loop().run_in_executor(None, tokens.warm_up)
 
     def request(self, flow: http.HTTPFlow) -> None:
         call = self.kimi.call(flow)

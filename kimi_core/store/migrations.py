@@ -6,8 +6,8 @@ columns are kept stable, columns are only ever added):
 - ``sessions``: one row per session of work with an agent.
 - ``requests``: one row per LLM call.
 - ``blobs``: bodies, content-addressed (sha256 of the stored text) and
-  lz4-compressed, so a message resent on every turn is stored once.
-- ``request_messages``: which blob holds each message of a request's history.
+  lz4-compressed, so a message resent on every turn is stored once. A
+  request's history is a blob too: the JSON list of its messages' hashes.
 """
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ def m001_initial(db: Database) -> None:
             "messages": int,  # number of messages in the history
             "request_bytes": int,
             "response_bytes": int,
-            "request_body": str,  # blob hash: the body without its history list (or raw body)
+            "request_body": str,  # blob hash: the body without its history list (or the raw body)
+            "history": str,  # blob hash: JSON list of the blob hashes of the history's messages
             "response_body": str,  # blob hash
         },
         pk="id",
@@ -74,9 +75,4 @@ def m001_initial(db: Database) -> None:
     )
     db["requests"].create_index(["session_id"])
     db["requests"].create_index(["ts"])
-    db["request_messages"].create(
-        {"request_id": str, "position": int, "blob": str},
-        pk=("request_id", "position"),
-    )
-    db["request_messages"].create_index(["blob"])
     db["blobs"].create_index(["last_used"])

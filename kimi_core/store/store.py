@@ -73,7 +73,14 @@ class _Prepared:
     row: dict[str, Any]
     blobs: dict[str, bytes] = field(default_factory=dict)  # new blobs: hash -> uncompressed bytes
     refs: set[str] = field(default_factory=set)  # blobs already stored, used again
-    messages: list[str] = field(default_factory=list)
+
+
+def _later(ts: str, before: str, by: datetime.timedelta) -> bool:
+    """True when ISO time ``ts`` is more than ``by`` after ``before``."""
+    try:
+        return datetime.datetime.fromisoformat(ts) - datetime.datetime.fromisoformat(before) > by
+    except ValueError:
+        return True
 
 
 def _redacted(text: str) -> bytes:
@@ -92,20 +99,46 @@ class _Blobs:
     hashed or compressed anew.
     """
 
+    # A blob used again gets its ``last_used`` refreshed at most this often:
+    # retention needs minutes, not every turn (that would be O(history) per turn).
+    TOUCH_EVERY = datetime.timedelta(minutes=5)
+
     def __init__(self, size: int = 200_000) -> None:
-        self.known: OrderedDict[str, None] = OrderedDict()  # blob hashes in the database
+        self.known: OrderedDict[str, str] = OrderedDict()  # blob in the database -> its last_used there
+        self._unwritten: dict[str, str] = {}  # later uses not yet written to last_used
         self._seen: OrderedDict[bytes, str] = OrderedDict()  # JSON text hash -> blob hash
         self._size = size
 
     def forget(self) -> None:
         self.known.clear()
+        self._unwritten.clear()
         self._seen.clear()
 
-    def stored(self, digests: list[str]) -> None:
-        for d in digests:
-            self.known[d] = None
+    def stored(self, written: dict[str, str]) -> None:
+        """These blobs now have these ``last_used`` in the database."""
+        for d, ts in written.items():
+            self.known[d] = ts
+            self.known.move_to_end(d)
+            self._unwritten.pop(d, None)
         while len(self.known) > self._size:
-            self.known.popitem(last=False)
+            self._unwritten.pop(self.known.popitem(last=False)[0], None)
+
+    def touches(self, last_used: dict[str, str], new: dict[str, bytes]) -> list[tuple[str, str]]:
+        """``(ts, hash)`` of the blobs whose ``last_used`` is worth writing now; the rest is remembered."""
+        out = []
+        for digest, ts in last_used.items():
+            if digest in new:
+                continue
+            before = self.known.get(digest)
+            if before is None or _later(ts, before, self.TOUCH_EVERY):
+                out.append((ts, digest))
+            elif ts > before:
+                self._unwritten[digest] = max(ts, self._unwritten.get(digest, ts))
+        return out
+
+    def unwritten(self) -> list[tuple[str, str]]:
+        """Every remembered use, to write before retention decides what is oldest."""
+        return [(ts, d) for d, ts in self._unwritten.items()]
 
     def part(self, prepared: _Prepared, value: Any) -> str:
         if isinstance(value, (bytes, bytearray)):
@@ -141,7 +174,8 @@ class _Blobs:
             if isinstance(body, dict) and record.history_key and isinstance(body.get(record.history_key), list):
                 envelope = {k: (None if k == record.history_key else v) for k, v in body.items()}
                 prepared.row["request_body"] = self.part(prepared, envelope)
-                prepared.messages = [self.part(prepared, m) for m in body[record.history_key]]
+                hashes = [self.part(prepared, m) for m in body[record.history_key]]
+                prepared.row["history"] = self._put(prepared, json.dumps(hashes).encode())
             elif body is not None:
                 prepared.row["request_body"] = self.part(prepared, body)
             if record.response_body is not None:
@@ -328,11 +362,6 @@ class Store:
                     f"INSERT OR REPLACE INTO requests ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
                     [p.row[c] for c in cols],
                 )
-                if p.messages:
-                    conn.executemany(
-                        "INSERT OR REPLACE INTO request_messages (request_id, position, blob) VALUES (?, ?, ?)",
-                        [(p.row["id"], i, h) for i, h in enumerate(p.messages)],
-                    )
             added = 0
             for digest, data in new_blobs.items():
                 packed = lz4.frame.compress(data)
@@ -340,15 +369,19 @@ class Store:
                     "INSERT OR IGNORE INTO blobs (hash, size, data, created_at, last_used) VALUES (?, ?, ?, ?, ?)",
                     (digest, len(data), packed, stamp, last_used[digest]),
                 )
-                added += len(packed) if cur.rowcount else 0
-            conn.executemany("UPDATE blobs SET last_used = max(last_used, ?) WHERE hash = ?",
-                             [(ts, d) for d, ts in last_used.items()])
+                if cur.rowcount:
+                    added += len(packed)
+                else:  # already there (forgotten after a retention pass): a use all the same
+                    conn.execute("UPDATE blobs SET last_used = max(last_used, ?) WHERE hash = ?",
+                                 (last_used[digest], digest))
+            touched = self._blobs.touches(last_used, new_blobs)
+            conn.executemany("UPDATE blobs SET last_used = max(last_used, ?) WHERE hash = ?", touched)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        self._blobs.stored(list(new_blobs))
+        self._blobs.stored({d: ts for ts, d in touched} | {d: last_used[d] for d in new_blobs})
         self._blob_bytes += added
         if self._blob_bytes > self.retention_bytes:
             self._enforce_retention()
@@ -358,6 +391,9 @@ class Store:
         conn = self._conn
         assert conn is not None
         target = int(self.retention_bytes * 0.9)
+        with conn:
+            conn.executemany("UPDATE blobs SET last_used = max(last_used, ?) WHERE hash = ?",
+                             self._blobs.unwritten())
         doomed, freed = [], 0
         for digest, size in conn.execute("SELECT hash, length(data) FROM blobs ORDER BY last_used, rowid"):
             if self._blob_bytes - freed <= target:
@@ -380,8 +416,13 @@ def _blob(conn: sqlite3.Connection, digest: str | None) -> bytes | None:
 
 
 def load_request_body(conn: sqlite3.Connection, request_id: str) -> Any:
-    """The stored request body rebuilt as JSON (or bytes if it was not JSON); None if expired."""
-    row = conn.execute("SELECT request_body, dialect FROM requests WHERE id = ?", (request_id,)).fetchone()
+    """The stored request body rebuilt as JSON (bytes if it was not JSON); None if expired.
+
+    Parts dropped by retention come back as None: the whole history list, or
+    single messages.
+    """
+    row = conn.execute("SELECT request_body, history, dialect FROM requests WHERE id = ?",
+                       (request_id,)).fetchone()
     if row is None:
         raise StoreError(f"no request {request_id!r}")
     envelope = _blob(conn, row[0])
@@ -391,11 +432,10 @@ def load_request_body(conn: sqlite3.Connection, request_id: str) -> Any:
         body = json.loads(envelope)
     except (ValueError, UnicodeDecodeError):
         return envelope
-    hashes = [h for (h,) in conn.execute(
-        "SELECT blob FROM request_messages WHERE request_id = ? ORDER BY position", (request_id,))]
-    if hashes and isinstance(body, dict) and row[1] in MODULES:
-        parts = [_blob(conn, h) for h in hashes]
-        body[MODULES[row[1]].HISTORY_KEY] = [json.loads(p) if p is not None else None for p in parts]
+    history = _blob(conn, row[1])
+    if history is not None and isinstance(body, dict) and row[2] in MODULES:
+        parts = [_blob(conn, h) for h in json.loads(history)]
+        body[MODULES[row[2]].HISTORY_KEY] = [json.loads(p) if p is not None else None for p in parts]
     return body
 
 
