@@ -81,18 +81,24 @@ def wanted_encoding(model: str | None) -> tuple[str, bool]:
 
 
 _lock = threading.Lock()
-_encodings: dict[str, tiktoken.Encoding] = {}
+_loaded: dict[str, tiktoken.Encoding] = {}  # by the name actually loaded
+_encodings: dict[str, tuple[tiktoken.Encoding, str]] = {}  # by the name asked for
 
 
 def encoding(name: str) -> tuple[tiktoken.Encoding, str]:
     """The encoding to count with for ``name`` and the name actually used."""
-    used = name if available_offline(name) else FALLBACK
+    found = _encodings.get(name)  # lock-free fast path: entries are never removed
+    if found is not None:
+        return found
     with _lock:
-        enc = _encodings.get(used)
-        if enc is None:
-            enc = tiktoken.get_encoding(BUNDLED.get(used, used))
-            _encodings[used] = enc
-    return enc, used
+        found = _encodings.get(name)
+        if found is None:
+            used = name if available_offline(name) else FALLBACK
+            enc = _loaded.get(used)
+            if enc is None:
+                enc = _loaded[used] = tiktoken.get_encoding(BUNDLED.get(used, used))
+            found = _encodings[name] = (enc, used)
+    return found
 
 
 def warm_up() -> list[str]:

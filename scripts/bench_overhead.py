@@ -99,26 +99,43 @@ def chat_body(content: str, stream: bool = False) -> bytes:
                                     {"role": "user", "content": content}]}).encode()
 
 
-def bench_sizes(target: Target, counts: dict[int, int], seed: int) -> dict[int, list[float]]:
-    rng = random.Random(seed)
+BLOCK = 10  # requests in a row to one target before the next one takes its turn
+
+
+def rotate(targets: list[Target], n: int, measure) -> dict[str, list[float]]:
+    """``measure(target, i)`` n times per target, the targets taking turns in blocks.
+
+    All proxies run at once and share the machine's drift (this VM's speed
+    moves by 2x between minutes), so the columns are comparable.
+    """
+    out: dict[str, list[float]] = {t.name: [] for t in targets}
+    for start in range(0, n, BLOCK):
+        for t in targets:
+            for i in range(start, min(n, start + BLOCK)):
+                out[t.name].append(measure(t, i))
+    return out
+
+
+def bench_sizes(targets: list[Target], counts: dict[int, int], seed: int) -> dict[int, dict[str, list[float]]]:
     results = {}
     for size, n in counts.items():
-        for _ in range(3):  # warm-up
-            target.post(chat_body(text_of(size, rng)))
-        results[size] = [target.post(chat_body(text_of(size, rng))) for _ in range(n)]
+        bodies = [chat_body(text_of(size, random.Random(seed * 1000 + i))) for i in range(n + 3)]
+        rotate(targets, 3, lambda t, i: t.post(bodies[n + i]))  # warm-up
+        # Each target gets the same bodies, new to it: Kimi's memo cannot help.
+        results[size] = rotate(targets, n, lambda t, i: t.post(bodies[i]))
     return results
 
 
-def bench_replay(target: Target, turns: int, seed: int) -> list[float]:
+def bench_replay(targets: list[Target], turns: int, seed: int) -> dict[str, list[float]]:
+    """Each target holds the same conversation; every turn resends the whole history."""
     rng = random.Random(seed)
     messages = [{"role": "system", "content": "You are a coding agent. " + text_of(4000, rng)}]
-    times = []
+    bodies = []
     for turn in range(turns):
         messages.append({"role": "user", "content": f"turn {turn}: " + text_of(1500, rng)})
-        body = json.dumps({"model": "gpt-4o", "messages": messages}).encode()
-        times.append(target.post(body))
+        bodies.append(json.dumps({"model": "gpt-4o", "messages": messages}).encode())
         messages.append({"role": "assistant", "content": f"done {turn}: " + text_of(500, rng)})
-    return times
+    return rotate(targets, turns, lambda t, i: t.post(bodies[i]))
 
 
 def main() -> None:
@@ -130,31 +147,29 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="kimi-bench-"))
     quiet = {"flow_detail": "0"}
-    results: dict[str, dict] = {}
     with FakeProvider(tls=True) as fake:
-        configs: list[tuple[str, Mitmdump | None]] = [
-            ("direct", None),
-            ("mitmdump", Mitmdump(work / "plain", fake.port, kimi=False, options=quiet)),
-            ("mitmdump+sb", Mitmdump(work / "sb", fake.port, kimi=False,
-                                     options={**quiet, "stream_large_bodies": "1"})),
-            ("kimi", Mitmdump(work / "kimi", fake.port, kimi=True, options=quiet)),
-        ]
-        for name, proxy in configs:
-            if proxy is not None:
+        proxies = {
+            "mitmdump": Mitmdump(work / "plain", fake.port, kimi=False, options=quiet),
+            "mitmdump+sb": Mitmdump(work / "sb", fake.port, kimi=False, options={**quiet, "stream_large_bodies": "1"}),
+            "kimi": Mitmdump(work / "kimi", fake.port, kimi=True, options=quiet),
+        }
+        try:
+            for proxy in proxies.values():
                 proxy.start()
-            try:
-                target = Target(name, fake, proxy)
-                print(f"[{name}] request sizes...", file=sys.stderr, flush=True)
-                sizes = bench_sizes(target, counts, seed=1)
-                print(f"[{name}] SSE first byte...", file=sys.stderr, flush=True)
-                ttfb = [target.first_byte(chat_body("stream please", stream=True)) for _ in range(ttfb_n)]
-                print(f"[{name}] {turns}-turn replay...", file=sys.stderr, flush=True)
-                replay = bench_replay(target, turns, seed=2)
-                rss = rss_mb(proxy.proc.pid) if proxy is not None and proxy.proc else None
-                results[name] = {"sizes": sizes, "ttfb": ttfb, "replay": replay, "rss": rss}
-            finally:
-                if proxy is not None:
-                    proxy.stop()
+            targets = [Target("direct", fake, None)] + [Target(n, fake, p) for n, p in proxies.items()]
+            print("request sizes...", file=sys.stderr, flush=True)
+            sizes = bench_sizes(targets, counts, seed=1)
+            print("SSE first byte...", file=sys.stderr, flush=True)
+            stream_body = chat_body("stream please", stream=True)
+            ttfb = rotate(targets, ttfb_n, lambda t, i: t.first_byte(stream_body))
+            print(f"{turns}-turn replay...", file=sys.stderr, flush=True)
+            replay = bench_replay(targets, turns, seed=2)
+            rss = {n: rss_mb(p.proc.pid) for n, p in proxies.items() if p.proc}
+        finally:
+            for proxy in proxies.values():
+                proxy.stop()
+    results = {t.name: {"sizes": {size: sizes[size][t.name] for size in counts}, "ttfb": ttfb[t.name],
+                        "replay": replay[t.name], "rss": rss.get(t.name)} for t in targets}
 
     names = list(results)
     print(f"\n## Kimi Proxy overhead ({'quick' if args.quick else 'full'} run; ms; lower is better)\n")

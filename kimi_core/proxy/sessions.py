@@ -18,6 +18,9 @@ CONTROL_PREFIX = "x-kimi-"
 
 def strip_control_headers(headers: http.Headers) -> dict[str, str]:
     """Remove every ``X-Kimi-*`` header (they never reach the provider); return them."""
+    prefix = CONTROL_PREFIX.encode()
+    if not any(name[:len(prefix)].lower() == prefix for name, _ in headers.fields):
+        return {}
     found = {}
     for name in list(headers.keys()):
         if name.lower().startswith(CONTROL_PREFIX):

@@ -42,6 +42,7 @@ from kimi_core.store.migrations import migrations
 logger = logging.getLogger(__name__)
 
 BATCH = 256
+GATHER = 0.02  # after a first record, wait this long for more: one transaction for a burst
 MAX_RETRY_DELAY = 2.0
 BUSY_TIMEOUT = 2.0  # seconds one write waits for another writer's lock
 
@@ -279,6 +280,8 @@ class Store:
         items = []
         try:
             items.append(self._queue.get(timeout=block_for) if block_for else self._queue.get_nowait())
+            if block_for and self._stop_at is None:
+                time.sleep(GATHER)
             while len(items) < BATCH:
                 items.append(self._queue.get_nowait())
         except queue.Empty:
