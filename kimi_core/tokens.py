@@ -26,6 +26,7 @@ import os
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import tiktoken
@@ -130,19 +131,25 @@ class TokenCounter:
     def count_text(self, text: str, encoding_name: str = FALLBACK) -> int:
         if not text:
             return 0
+        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        return self._memoised(key, lambda: text, encoding_name)
+
+    def _memoised(self, digest: bytes, text: Callable[[], str], encoding_name: str) -> int:
+        """The token count of ``text()``, known by ``digest``; ``text`` is only built on a miss."""
         enc, used = encoding(encoding_name)
-        key = (used, hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest())
+        key = (used, digest)
         with self._memo_lock:
             n = self._memo.get(key)
             if n is not None:
                 self._memo.move_to_end(key)
                 self.hits += 1
                 return n
+        s = text()
         try:
-            n = len(enc.encode_ordinary(text))
+            n = len(enc.encode_ordinary(s))
         except UnicodeEncodeError:
             # Lone surrogates (valid in JSON escapes, not in UTF-8).
-            n = len(enc.encode_ordinary(text.encode("utf-8", "replace").decode("utf-8")))
+            n = len(enc.encode_ordinary(s.encode("utf-8", "replace").decode("utf-8")))
         with self._memo_lock:
             self.misses += 1
             self._memo[key] = n
@@ -150,14 +157,19 @@ class TokenCounter:
                 self._memo.popitem(last=False)
         return n
 
-    def count_request(self, request: LLMRequest) -> Count:
+    def count_request(self, request: LLMRequest, digests: list[bytes] | None = None) -> Count:
+        """Tokens billed as prompt; ``digests[i]`` identifies history item ``i`` when known."""
         wanted, known = wanted_encoding(request.model)
         _, used = encoding(wanted)
         total = TOKENS_PER_REPLY
         if request.system:
             total += TOKENS_PER_MESSAGE + self.count_text(request.system, used)
         for message in request.messages:
-            total += TOKENS_PER_MESSAGE + self.count_text(message_text(message), used)
+            if digests is not None and 0 <= message.index < len(digests):
+                n = self._memoised(digests[message.index], lambda m=message: message_text(m), used)
+            else:
+                n = self.count_text(message_text(message), used)
+            total += TOKENS_PER_MESSAGE + n
         for tool in request.tools:
             total += self.count_text(f"{tool.name}\n{tool.description}\n{tool.parameters}", used)
         return Count(total, used, approximate=not known or used != wanted)

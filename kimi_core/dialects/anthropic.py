@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from kimi_core.dialects import base
 from kimi_core.dialects.base import (
     LLMRequest, Message, Reply, ToolCall, ToolDef, ToolResult, Usage,
     as_dict, as_int, as_list, as_object, as_str, dump, error_message,
@@ -41,7 +42,7 @@ def parse_request(body: Any) -> LLMRequest:
         role = as_str(m.get("role")) or "user"
         content = m.get("content")
         if isinstance(content, str):
-            messages.append(Message(role, content))
+            messages.append(Message(role, content, index=i))
             continue
         texts, calls, results, images = [], [], [], 0
         for j, block in enumerate(as_list(content)):
@@ -64,7 +65,7 @@ def parse_request(body: Any) -> LLMRequest:
                 images += n
                 if text:
                     texts.append(text)
-        messages.append(Message(role, "\n".join(texts), tuple(calls), tuple(results), images))
+        messages.append(Message(role, "\n".join(texts), tuple(calls), tuple(results), images, i))
     tools = [
         ToolDef(as_str(t.get("name")), as_str(t.get("description")), dump(t.get("input_schema")))
         for t in as_list(body.get("tools"))
@@ -104,12 +105,8 @@ def parse_response(body: Any) -> Reply:
     )
 
 
-class StreamReader:
+class StreamReader(base.StreamReader):
     """``message_start`` carries the input side, each ``message_delta`` the output so far."""
-
-    def __init__(self) -> None:
-        self.reply = Reply()
-        self._parts: list[str] = []
 
     def feed(self, event: str | None, data: str) -> None:
         payload = json.loads(data)
@@ -128,7 +125,3 @@ class StreamReader:
             self.reply.usage.merge(usage_from(payload.get("usage")))
         elif kind == "error":
             self.reply.error = error_message(payload) or dump(payload)
-
-    def finish(self) -> Reply:
-        self.reply.text = "".join(self._parts)
-        return self.reply

@@ -40,6 +40,7 @@ class Message:
     tool_calls: tuple[ToolCall, ...] = ()
     tool_results: tuple[ToolResult, ...] = ()
     images: int = 0
+    index: int = -1  # position in the body's history list; -1 when not from one
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,3 +133,18 @@ def error_message(body: Any) -> str | None:
     if isinstance(err, str):
         return err
     return None
+
+
+class StreamReader:
+    """Reads a dialect's stream events into a ``Reply``; dialects override ``feed``."""
+
+    def __init__(self) -> None:
+        self.reply = Reply()
+        self._parts: list[str] = []
+
+    def feed(self, event: str | None, data: str) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> Reply:
+        self.reply.text = "".join(self._parts)
+        return self.reply

@@ -10,6 +10,7 @@ import json
 import re
 from typing import Any
 
+from kimi_core.dialects import base
 from kimi_core.dialects.base import (
     LLMRequest, Message, Reply, ToolCall, ToolDef, ToolResult, Usage,
     as_dict, as_int, as_list, as_object, as_str, dump, error_message,
@@ -63,7 +64,7 @@ def parse_request(body: Any, path: str = "") -> LLMRequest:
         text, images = parts_text(content.get("parts"))
         if results and not text and not calls:
             role = "tool"
-        messages.append(Message(role, text, tuple(calls), tuple(results), images))
+        messages.append(Message(role, text, tuple(calls), tuple(results), images, i))
     tools = []
     for t in as_list(body.get("tools")):
         t = as_dict(t)
@@ -118,18 +119,10 @@ def parse_response(body: Any) -> Reply:
     return reply
 
 
-class StreamReader:
+class StreamReader(base.StreamReader):
     """SSE chunks (``alt=sse``); each is a GenerateContentResponse."""
-
-    def __init__(self) -> None:
-        self.reply = Reply()
-        self._parts: list[str] = []
 
     def feed(self, event: str | None, data: str) -> None:
         chunk = json.loads(data)
         if isinstance(chunk, dict):
             _chunk_into(self.reply, chunk, self._parts)
-
-    def finish(self) -> Reply:
-        self.reply.text = "".join(self._parts)
-        return self.reply

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from kimi_core.dialects import base
 from kimi_core.dialects.base import (
     LLMRequest, Message, Reply, ToolCall, ToolDef, ToolResult, Usage,
     as_dict, as_int, as_list, as_object, as_str, dump, error_message,
@@ -50,9 +51,9 @@ def parse_request(body: Any) -> LLMRequest:
         if role == "tool":
             call_id = as_str(m.get("tool_call_id"))
             result = ToolResult(call_id, call_names.get(call_id), text, False, (HISTORY_KEY, i, "content"))
-            messages.append(Message("tool", "", (), (result,), images))
+            messages.append(Message("tool", "", (), (result,), images, i))
         else:
-            messages.append(Message(role, text, tuple(calls), (), images))
+            messages.append(Message(role, text, tuple(calls), (), images, i))
     tools = []
     for t in as_list(body.get("tools")):
         fn = as_dict(as_dict(t).get("function"))
@@ -95,12 +96,8 @@ def parse_response(body: Any) -> Reply:
     )
 
 
-class StreamReader:
+class StreamReader(base.StreamReader):
     """Reads ``chat.completion.chunk`` events as they pass."""
-
-    def __init__(self) -> None:
-        self.reply = Reply()
-        self._parts: list[str] = []
 
     def feed(self, event: str | None, data: str) -> None:
         if data.strip() == "[DONE]":
@@ -117,7 +114,3 @@ class StreamReader:
                 self._parts.append(delta["content"])
         if chunk.get("usage"):
             self.reply.usage.merge(usage_from(chunk["usage"]))
-
-    def finish(self) -> Reply:
-        self.reply.text = "".join(self._parts)
-        return self.reply

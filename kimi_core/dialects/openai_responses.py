@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from kimi_core.dialects import base
 from kimi_core.dialects.base import (
     LLMRequest, Message, Reply, ToolCall, ToolDef, ToolResult, Usage,
     as_dict, as_int, as_list, as_object, as_str, dump, error_message,
@@ -30,19 +31,19 @@ def parse_request(body: Any) -> LLMRequest:
         if kind == "function_call":
             call = ToolCall(as_str(item.get("call_id")), as_str(item.get("name")), dump(item.get("arguments")))
             call_names[call.id] = call.name
-            messages.append(Message("assistant", "", (call,)))
+            messages.append(Message("assistant", "", (call,), index=i))
         elif kind == "function_call_output":
             call_id = as_str(item.get("call_id"))
             text, images = content_text(item.get("output"))
             result = ToolResult(call_id, call_names.get(call_id), text, False, (HISTORY_KEY, i, "output"))
-            messages.append(Message("tool", "", (), (result,), images))
+            messages.append(Message("tool", "", (), (result,), images, i))
         elif kind == "message":
             role = as_str(item.get("role")) or "user"
             text, images = content_text(item.get("content"))
-            messages.append(Message("system" if role == "developer" else role, text, (), (), images))
+            messages.append(Message("system" if role == "developer" else role, text, (), (), images, i))
         elif kind == "reasoning":
             summary = " ".join(as_str(as_dict(s).get("text")) for s in as_list(item.get("summary")))
-            messages.append(Message("assistant", summary))
+            messages.append(Message("assistant", summary, index=i))
     tools = [
         ToolDef(as_str(t.get("name")) or as_str(t.get("type")), as_str(t.get("description")), dump(t.get("parameters")))
         for t in as_list(body.get("tools"))
@@ -88,12 +89,8 @@ def parse_response(body: Any) -> Reply:
     )
 
 
-class StreamReader:
+class StreamReader(base.StreamReader):
     """Reads ``response.*`` events; usage arrives with ``response.completed``."""
-
-    def __init__(self) -> None:
-        self.reply = Reply()
-        self._parts: list[str] = []
 
     def feed(self, event: str | None, data: str) -> None:
         payload = json.loads(data)
@@ -110,7 +107,3 @@ class StreamReader:
                 self.reply.error = error_message(response) or "response.failed"
         elif kind == "error":
             self.reply.error = as_str(payload.get("message")) or error_message(payload) or dump(payload)
-
-    def finish(self) -> Reply:
-        self.reply.text = "".join(self._parts)
-        return self.reply

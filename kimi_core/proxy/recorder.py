@@ -141,6 +141,10 @@ class KimiRecorder:
             request_body=(result.body if result.body is not None else result.raw) if result else None,
             history_key=result.request.history_key if result and result.request else None,
             response_body=response_body,
+            text=result.text if result else None,
+            history=result.history if result else None,
+            items=result.items if result else None,
+            digests=result.digests if result else None,
         ))
 
     def done(self) -> None:

@@ -67,6 +67,12 @@ class RequestRecord:
     request_body: Any = None  # parsed JSON, or raw bytes when it did not parse
     history_key: str | None = None
     response_body: Any = None  # bytes, or a JSON-able summary of a stream
+    # The request's text with its history list's span and each item's span and
+    # digest (see ``kimi_core.analysis``): items are then stored as sent.
+    text: str | None = None
+    history: tuple[int, int] | None = None
+    items: list[tuple[int, int]] | None = None
+    digests: list[bytes] | None = None
 
 
 @dataclass(slots=True)
@@ -142,14 +148,19 @@ class _Blobs:
         return [(ts, d) for d, ts in self._unwritten.items()]
 
     def part(self, prepared: _Prepared, value: Any) -> str:
+        """The blob of a body part: bytes as they are, anything else as compact JSON."""
         if isinstance(value, (bytes, bytearray)):
             try:
                 data = _redacted(bytes(value).decode("utf-8"))
             except UnicodeDecodeError:
                 data = bytes(value)
             return self._put(prepared, data)
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        return self.text(prepared, json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+
+    def text(self, prepared: _Prepared, text: str, key: bytes | None = None) -> str:
+        """The blob of a JSON text, known by ``key`` (a digest of the text) when given."""
+        if key is None:
+            key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
         digest = self._seen.get(key)
         if digest is not None and digest in self.known:
             self._seen.move_to_end(key)
@@ -172,7 +183,12 @@ class _Blobs:
         prepared = _Prepared(dict(record.row))
         body = record.request_body
         try:
-            if isinstance(body, dict) and record.history_key and isinstance(body.get(record.history_key), list):
+            if record.text is not None and record.history and record.items is not None and record.digests:
+                text, (start, end) = record.text, record.history
+                prepared.row["request_body"] = self.text(prepared, text[:start] + "null" + text[end:])
+                hashes = [self.text(prepared, text[a:b], key) for (a, b), key in zip(record.items, record.digests)]
+                prepared.row["history"] = self._put(prepared, json.dumps(hashes).encode())
+            elif isinstance(body, dict) and record.history_key and isinstance(body.get(record.history_key), list):
                 envelope = {k: (None if k == record.history_key else v) for k, v in body.items()}
                 prepared.row["request_body"] = self.part(prepared, envelope)
                 hashes = [self.part(prepared, m) for m in body[record.history_key]]
