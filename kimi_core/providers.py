@@ -10,8 +10,8 @@ wildcards, optionally with ``:port`` (for a local server in reverse mode).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 OPENAI_CHAT = "openai-chat"
 OPENAI_RESPONSES = "openai-responses"
@@ -106,6 +106,6 @@ def dialect_for(path: str, method: str, provider: Provider) -> str | None:
         return OPENAI_RESPONSES
     if path.endswith("/messages"):
         return ANTHROPIC
-    if path.endswith(":generateContent") or path.endswith(":streamGenerateContent"):
+    if path.endswith((":generateContent", ":streamGenerateContent")):
         return GEMINI
     return None

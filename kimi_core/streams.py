@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 import zlib
+
 from kimi_core import dialects
 from kimi_core.dialects.base import Reply
 
@@ -53,7 +54,7 @@ class SSEParser:
             return
         else:
             name, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
+            value = value.removeprefix(" ")
             if name == "data":
                 self._data.append(value)
             elif name == "event":

@@ -31,13 +31,11 @@ import openai
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kimi_core.testing.fake_provider import FakeProvider  # noqa: E402
-from kimi_core.testing.proxy import Mitmdump  # noqa: E402
+from kimi_core.testing.fake_provider import FakeProvider
+from kimi_core.testing.proxy import Mitmdump
 
 URL = "https://api.openai.com/v1/chat/completions"
-WORDS = ("the model reads every token of the history again on each turn while the agent "
-         "calls tools lists files runs tests and pastes their output into the conversation "
-         "def main return self import class error warning failed passed 0 1 2 3 42 1024").split()
+WORDS = ["the", "model", "reads", "every", "token", "of", "the", "history", "again", "on", "each", "turn", "while", "the", "agent", "calls", "tools", "lists", "files", "runs", "tests", "and", "pastes", "their", "output", "into", "the", "conversation", "def", "main", "return", "self", "import", "class", "error", "warning", "failed", "passed", "0", "1", "2", "3", "42", "1024"]
 
 
 def text_of(size: int, rng: random.Random) -> str:
@@ -51,7 +49,7 @@ def text_of(size: int, rng: random.Random) -> str:
 
 def pct(values: list[float], p: float) -> float:
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
 
 def rss_mb(pid: int) -> float:
@@ -120,9 +118,9 @@ def bench_sizes(targets: list[Target], counts: dict[int, int], seed: int) -> dic
     results = {}
     for size, n in counts.items():
         bodies = [chat_body(text_of(size, random.Random(seed * 1000 + i))) for i in range(n + 3)]
-        rotate(targets, 3, lambda t, i: t.post(bodies[n + i]))  # warm-up
+        rotate(targets, 3, lambda t, i, bodies=bodies, n=n: t.post(bodies[n + i]))  # warm-up
         # Each target gets the same bodies, new to it: Kimi's memo cannot help.
-        results[size] = rotate(targets, n, lambda t, i: t.post(bodies[i]))
+        results[size] = rotate(targets, n, lambda t, i, bodies=bodies: t.post(bodies[i]))
     return results
 
 

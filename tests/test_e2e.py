@@ -10,8 +10,8 @@ import uuid
 import anthropic
 import openai
 import pytest
-
 from conftest import wait_rows
+
 from kimi_core.testing.proxy import Mitmdump
 
 pytestmark = pytest.mark.e2e
@@ -96,7 +96,7 @@ def test_openai_responses(proxy, stream):
 def test_anthropic_messages(proxy, stream):
     tag = marker()
     client = anthropic_client(proxy)
-    kwargs = dict(model=tag, max_tokens=100, system="Be terse.", messages=[{"role": "user", "content": "Hello"}])
+    kwargs = {"model": tag, "max_tokens": 100, "system": "Be terse.", "messages": [{"role": "user", "content": "Hello"}]}
     if stream:
         with client.messages.stream(**kwargs) as s:
             text = "".join(s.text_stream)
@@ -157,9 +157,9 @@ def test_other_hosts_are_tunnelled_not_decrypted(proxy, fake):
     with http_client(proxy, verify=False) as client:
         response = client.post("https://example.org/v1/chat/completions", json={"model": tag, "messages": []})
     assert response.status_code == 200
-    with pytest.raises(Exception, match="CERTIFICATE_VERIFY_FAILED"):
-        with http_client(proxy) as client:  # mitmproxy's CA does not vouch for it: it was not intercepted
-            client.post("https://example.org/v1/chat/completions", json={"model": tag, "messages": []})
+    # mitmproxy's CA does not vouch for it: it was not intercepted.
+    with pytest.raises(Exception, match="CERTIFICATE_VERIFY_FAILED"), http_client(proxy) as client:
+        client.post("https://example.org/v1/chat/completions", json={"model": tag, "messages": []})
     time.sleep(0.5)
     assert wait_rows(proxy.db, "model = ?", (tag,), timeout=0.5) == []
 

@@ -3,7 +3,13 @@ import re
 import pytest
 
 from kimi_core.providers import (
-    ANTHROPIC, GEMINI, OPENAI_CHAT, OPENAI_RESPONSES, Provider, Registry, dialect_for,
+    ANTHROPIC,
+    GEMINI,
+    OPENAI_CHAT,
+    OPENAI_RESPONSES,
+    Provider,
+    Registry,
+    dialect_for,
 )
 
 

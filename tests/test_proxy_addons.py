@@ -194,9 +194,9 @@ def test_a_bad_config_file_fails_at_start_up(tmp_path):
     bad = tmp_path / "config.toml"
     bad.write_text('[providers.x]\ndialect = "soap"\n')
     kimi = KimiContext()
-    with taddons.context(KimiTraffic(kimi)) as tctx:
-        with pytest.raises(exceptions.OptionsError, match=r"config.toml: providers.x.dialect"):
-            tctx.options.update(kimi_config=str(bad))
+    with (taddons.context(KimiTraffic(kimi)) as tctx,
+          pytest.raises(exceptions.OptionsError, match=r"config.toml: providers.x.dialect")):
+        tctx.options.update(kimi_config=str(bad))
 
 
 def test_session_new_command_starts_a_session(harness):

@@ -7,8 +7,20 @@ from typing import Any
 
 from kimi_core.dialects import base
 from kimi_core.dialects.base import (
-    LLMRequest, Message, Reply, ToolCall, ToolDef, ToolResult, Usage,
-    as_dict, as_int, as_list, as_object, as_str, dump, error_message,
+    LLMRequest,
+    Message,
+    Reply,
+    ToolCall,
+    ToolDef,
+    ToolResult,
+    Usage,
+    as_dict,
+    as_int,
+    as_list,
+    as_object,
+    as_str,
+    dump,
+    error_message,
 )
 from kimi_core.providers import ANTHROPIC
 

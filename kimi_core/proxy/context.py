@@ -9,9 +9,10 @@ values. ``flow.metadata["kimi"]`` gets a small plain summary instead.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import weakref
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from mitmproxy import http
@@ -66,6 +67,9 @@ class KimiContext:
         self.config = Config()
         self.registry = self.config.registry()
         self.counter = TokenCounter()
+        # One thread for parsing and counting big bodies: a burst of them uses
+        # one core at most, and leaves the other to mitmproxy.
+        self.analyser = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kimi-analyse")
         self.store: Store | None = None
 
     def call(self, flow: Any) -> LLMCall | None:

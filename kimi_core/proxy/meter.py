@@ -14,7 +14,7 @@ import asyncio
 import json
 import logging
 
-from mitmproxy import ctx, http
+from mitmproxy import ctx, exceptions, http
 
 from kimi_core import dialects, tokens
 from kimi_core.analysis import analyse
@@ -70,9 +70,16 @@ class KimiMeter:
             "Request bodies larger than this are forwarded but not parsed or counted.",
         )
 
+    def configure(self, updated: set[str]) -> None:
+        if "kimi_max_body_mb" in updated and ctx.options.kimi_max_body_mb <= 0:
+            raise exceptions.OptionsError("kimi_max_body_mb must be a positive number of megabytes")
+
     def running(self) -> None:
         # Load tiktoken's vocabularies now, in a thread, rather than on the first request.
-        asyncio.get_running_loop().run_in_executor(None, tokens.warm_up)
+        asyncio.get_running_loop().run_in_executor(self.kimi.analyser, tokens.warm_up)
+
+    def done(self) -> None:
+        self.kimi.analyser.shutdown(wait=False, cancel_futures=True)
 
     def request(self, flow: http.HTTPFlow) -> None:
         call = self.kimi.call(flow)
@@ -88,7 +95,7 @@ class KimiMeter:
         args = (raw, flow.request.headers.get("content-encoding", ""), call.dialect, flow.request.path,
                 self.kimi.counter, ctx.options.kimi_max_body_mb * 1024 * 1024)
         if len(raw) > ANALYSE_INLINE_LIMIT or "content-encoding" in flow.request.headers:
-            call.analysis = asyncio.ensure_future(asyncio.to_thread(analyse, *args))
+            call.analysis = asyncio.get_running_loop().run_in_executor(self.kimi.analyser, analyse, *args)
         else:
             # On the loop, but once mitmproxy has sent the request on: the work
             # overlaps the provider's answer instead of delaying the request.
@@ -98,7 +105,7 @@ class KimiMeter:
             def run() -> None:
                 try:
                     future.set_result(analyse(*args))
-                except Exception as e:  # reported by _analysed, like a failure in the thread
+                except Exception as e:  # noqa: BLE001 -- reported by _analysed, like a failure in the thread
                     future.set_exception(e)
 
             loop.call_soon(run)

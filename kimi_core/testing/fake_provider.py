@@ -26,7 +26,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 REPLY = "Hello from the fake provider."
 
@@ -253,11 +253,11 @@ class FakeProvider:
     def seen(self) -> list[dict[str, Any]]:
         return self.server.seen  # type: ignore[attr-defined]
 
-    def __enter__(self) -> FakeProvider:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
         self._tmp.cleanup()

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Self
 
 ROOT = Path(__file__).resolve().parents[2]
 KIMI_SCRIPT = ROOT / "addons" / "kimi.py"
@@ -78,7 +79,7 @@ class Mitmdump:
                 self.proc.wait()
         return self.proc.returncode
 
-    def __enter__(self) -> Mitmdump:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
