@@ -133,6 +133,7 @@ def test_what_cannot_be_written_is_counted_not_dropped_in_silence(tmp_path, capl
     blocker.execute("BEGIN EXCLUSIVE")
     for i in range(8):
         s.submit(RequestRecord(row(i)))
+    time.sleep(0.3)  # the writer is now inside a write attempt, waiting for the lock
     s.close(timeout=0.5)
     assert s.lost == 8  # 3 refused at once, 5 given up at shutdown
     assert "not written" in caplog.text

@@ -218,6 +218,7 @@ class Store:
         self._queued = 0  # records submitted and not yet taken by the writer
         self._count_lock = threading.Lock()
         self._stop_at: float | None = None
+        self._closing = threading.Event()  # cuts short the wait between retries
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
         self._blobs = _Blobs()
@@ -260,6 +261,7 @@ class Store:
         """Write what is queued (for at most ``timeout`` seconds), then close."""
         if self._thread is not None:
             self._stop_at = time.monotonic() + timeout
+            self._closing.set()
             self._queue.put(None)  # wake the writer
             self._thread.join(timeout + BUSY_TIMEOUT + 1.0)
             self._thread = None
@@ -324,11 +326,13 @@ class Store:
                     failing_since = time.monotonic()
                     logger.warning("kimi: cannot write to %s (%s); %d record(s) held, retrying",
                                    self.path, e, self.pending)
-                if stopping and time.monotonic() >= self._stop_at:
+                # Read the flag again: close() may have come during this attempt.
+                if self._stop_at is not None and time.monotonic() >= self._stop_at:
                     self._give_up()
                     return
                 delay = min(MAX_RETRY_DELAY, max(0.05, delay * 2))
-                time.sleep(delay)
+                if self._closing.wait(delay):  # closing: retry until the deadline, briskly
+                    time.sleep(0.05)
                 continue
             with self._count_lock:
                 self._queued -= len(pending)
