@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,11 +14,11 @@ from mitmproxy.net import encoding
 from kimi_core import dialects, jsonspans
 from kimi_core.dialects.base import LLMRequest
 from kimi_core.errors import BodyError
-from kimi_core.jsonspans import Span
+from kimi_core.jsonspans import Parsed, Span
 from kimi_core.tokens import Count, TokenCounter
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Analysis:
     body: Any = None  # the parsed JSON body
     raw: bytes | None = None  # the decoded body, when it is not JSON
@@ -26,33 +28,103 @@ class Analysis:
     # The body's text and where each history item sits in it, with a digest of
     # each item's text: the identity the token memo and the store share.
     text: str | None = None
-    history: Span | None = None
-    items: list[Span] | None = None
+    parsed: Parsed | None = None
     digests: list[bytes] | None = None
+    dialect: str | None = None
+    seq: int = 0  # this analysis's number in ``Recent``
+    # The earlier analysis whose items this body begins with, and how many items it reused.
+    prior_seq: int | None = None
+    reused: int = 0
+
+    @property
+    def history(self) -> Span | None:
+        return self.parsed.whole if self.parsed else None
+
+    @property
+    def items(self) -> list[Span] | None:
+        return self.parsed.items if self.parsed else None
 
 
 def digest(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
-def parse_json(data: bytes, history_key: str | None) -> Analysis:
-    """The body as JSON, with history spans when it is a UTF-8 object with a history list."""
-    if history_key is not None:
-        try:
-            text = data.decode("utf-8")
-            body, items, history = jsonspans.parse(text, history_key)
-        except (ValueError, RecursionError):
-            pass  # not UTF-8, not an object, or odd: json.loads decides below
-        else:
-            if items is None:
-                return Analysis(body=body)
-            return Analysis(body=body, text=text, history=history, items=items,
-                            digests=[digest(text[a:b]) for a, b in items])
-    return Analysis(body=json.loads(data))
+class Recent:
+    """The last few analyses, so that a body which begins with one of them resumes after it.
+
+    Agents resend the whole conversation plus a message or two on every turn;
+    resuming makes a turn cost what is new in it. A conversation keeps one
+    entry (each turn replaces the one it resumed from); entries are bounded in
+    number and in total text. Shared by the loop and the analysis thread,
+    hence the lock; analyses are not changed once added.
+    """
+
+    def __init__(self, size: int = 16, max_chars: int = 32_000_000) -> None:
+        self._recent: list[tuple[str, Analysis]] = []  # (text up to the end of its items, analysis)
+        self._size = size
+        self._max_chars = max_chars
+        self._seq = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def number(self) -> int:
+        return next(self._seq)
+
+    def find(self, dialect: str, text: str) -> Analysis | None:
+        with self._lock:
+            recent = list(self._recent)
+        for prefix, prior in reversed(recent):
+            if prior.dialect == dialect and len(text) > len(prefix) and text.startswith(prefix):
+                return prior
+        return None
+
+    def add(self, analysis: Analysis) -> None:
+        parsed, text = analysis.parsed, analysis.text
+        if (parsed is None or not parsed.resumable or text is None or analysis.request is None
+                or analysis.count is None or len(text) > self._max_chars // 2):
+            return
+        prefix = text[:parsed.end_of_items]
+        with self._lock:
+            kept = [(p, a) for p, a in self._recent if a.seq != analysis.prior_seq]
+            kept.append((prefix, analysis))
+            total = 0
+            for i in range(len(kept) - 1, -1, -1):  # newest first, within the budgets
+                total += len(kept[i][1].text or "")
+                if total > self._max_chars or len(kept) - i > self._size:
+                    kept = kept[i + 1:]
+                    break
+            self._recent = kept
+
+
+def _parse_json(data: bytes, dialect: str, recent: Recent | None) -> tuple[Analysis, Analysis | None]:
+    """The body as JSON, with history spans when it is a UTF-8 object with a history list;
+    and the recent analysis it resumed from, if any."""
+    key = dialects.MODULES[dialect].HISTORY_KEY
+    try:
+        text = data.decode("utf-8")
+        prior = recent.find(dialect, text) if recent is not None else None
+        parsed = None
+        if prior is not None:
+            try:
+                parsed = jsonspans.resume(text, key, prior.parsed)
+            except ValueError:
+                prior = None
+        if parsed is None:
+            parsed = jsonspans.parse(text, key)
+    except (ValueError, RecursionError):
+        return Analysis(body=json.loads(data), dialect=dialect), None  # not UTF-8, not an object, or odd
+    if parsed.items is None:
+        return Analysis(body=parsed.obj, dialect=dialect), None
+    if prior is None:
+        return Analysis(body=parsed.obj, text=text, parsed=parsed, dialect=dialect,
+                        digests=[digest(text[a:b]) for a, b in parsed.items]), None
+    reused = len(prior.parsed.items)
+    return Analysis(body=parsed.obj, text=text, parsed=parsed, dialect=dialect, prior_seq=prior.seq,
+                    reused=reused, digests=prior.digests[:reused] + [
+                        digest(text[a:b]) for a, b in parsed.items[reused:]]), prior
 
 
 def analyse(raw: bytes, content_encoding: str, dialect: str, path: str,
-            counter: TokenCounter, max_bytes: int) -> Analysis:
+            counter: TokenCounter, max_bytes: int, recent: Recent | None = None) -> Analysis:
     """Decode, parse and count a request body; every failure becomes ``error``."""
     if not raw:
         return Analysis(error="empty request body")
@@ -69,13 +141,19 @@ def analyse(raw: bytes, content_encoding: str, dialect: str, path: str,
             return Analysis(raw=raw, error=f"decoded request body of {len(data) / 1e6:.1f} MB is over the "
                                            f"{max_bytes / 1e6:.0f} MB analysis limit: not counted")
     try:
-        result = parse_json(data, dialects.MODULES[dialect].HISTORY_KEY)
+        result, prior = _parse_json(data, dialect, recent)
     except (ValueError, RecursionError) as e:
         return Analysis(raw=data, error=f"request body is not JSON: {str(e)[:120]}")
     try:
-        result.request = dialects.parse_request(dialect, result.body, path)
+        if prior is not None and prior.request is not None:
+            result.request = dialects.parse_request(dialect, result.body, path, result.reused, prior.request.messages)
+        else:
+            result.request = dialects.parse_request(dialect, result.body, path)
     except BodyError as e:
         result.error = f"not a {dialect} request: {e}"
         return result
-    result.count = counter.count_request(result.request, result.digests)
+    result.count = counter.count_request(result.request, result.digests, prior.count if prior else None)
+    if recent is not None:
+        result.seq = recent.number()
+        recent.add(result)
     return result

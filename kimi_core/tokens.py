@@ -116,6 +116,8 @@ class Count:
     tokens: int
     encoding: str  # the encoding used
     approximate: bool  # not the model's own tokenizer
+    messages: int = 0  # how many messages were counted
+    message_tokens: int = 0  # their share of ``tokens``, framing included
 
 
 class TokenCounter:
@@ -157,22 +159,31 @@ class TokenCounter:
                 self._memo.popitem(last=False)
         return n
 
-    def count_request(self, request: LLMRequest, digests: list[bytes] | None = None) -> Count:
-        """Tokens billed as prompt; ``digests[i]`` identifies history item ``i`` when known."""
+    def count_request(self, request: LLMRequest, digests: list[bytes] | None = None,
+                      prior: Count | None = None) -> Count:
+        """Tokens billed as prompt.
+
+        ``digests[i]`` identifies history item ``i`` when known; ``prior`` is
+        the count of a request whose messages this one's begin with: their
+        tokens are taken from it, not counted again.
+        """
         wanted, known = wanted_encoding(request.model)
         _, used = encoding(wanted)
-        total = TOKENS_PER_REPLY
-        if request.system:
-            total += TOKENS_PER_MESSAGE + self.count_text(request.system, used)
-        for message in request.messages:
+        first, message_tokens = 0, 0
+        if prior is not None and prior.encoding == used and prior.messages <= len(request.messages):
+            first, message_tokens = prior.messages, prior.message_tokens
+        for message in request.messages[first:]:
             if digests is not None and 0 <= message.index < len(digests):
                 n = self._memoised(digests[message.index], lambda m=message: message_text(m), used)
             else:
                 n = self.count_text(message_text(message), used)
-            total += TOKENS_PER_MESSAGE + n
+            message_tokens += TOKENS_PER_MESSAGE + n
+        total = TOKENS_PER_REPLY + message_tokens
+        if request.system:
+            total += TOKENS_PER_MESSAGE + self.count_text(request.system, used)
         for tool in request.tools:
             total += self.count_text(f"{tool.name}\n{tool.description}\n{tool.parameters}", used)
-        return Count(total, used, approximate=not known or used != wanted)
+        return Count(total, used, not known or used != wanted, len(request.messages), message_tokens)
 
 
 def message_text(message: Message) -> str:

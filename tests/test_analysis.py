@@ -2,8 +2,9 @@ import json
 import sqlite3
 
 import lz4.frame
+import pytest
 
-from kimi_core.analysis import analyse
+from kimi_core.analysis import Recent, analyse
 from kimi_core.store import RequestRecord, Store, load_request_body
 from kimi_core.tokens import TokenCounter
 
@@ -57,3 +58,70 @@ def test_items_are_stored_as_sent_and_the_body_rebuilds(tmp_path):
     assert b'{"role": "user",   "content": "spaced  out"}' in blobs
     assert not any(b"sk-proj-abcdefghijklmnopqrstuv" in b for b in blobs)
     assert load_request_body(db, "r1") == {**json.loads(raw), "api_key": "[REDACTED]"}
+
+
+def agent_turns(dialect, turns):
+    """Bodies of a growing agent conversation in ``dialect``, tool calls and results included."""
+    history, bodies = [], []
+    for t in range(turns):
+        if dialect == "anthropic":
+            history.append({"role": "user", "content": f"do step {t}"})
+            history.append({"role": "assistant", "content": [{"type": "tool_use", "id": f"tu{t}", "name": f"tool{t}", "input": {}}]})
+            history.append({"role": "user", "content": [{"type": "tool_result", "tool_use_id": f"tu{t}", "content": f"out {t}"}]})
+            bodies.append({"model": "claude-x", "max_tokens": 100, "system": "sys", "messages": list(history)})
+        else:
+            history.append({"role": "user", "content": f"do step {t}"})
+            history.append({"role": "assistant", "tool_calls": [{"id": f"c{t}", "function": {"name": f"tool{t}", "arguments": "{}"}}]})
+            history.append({"role": "tool", "tool_call_id": f"c{t}", "content": f"out {t}"})
+            bodies.append({"model": "gpt-4", "messages": list(history), "tools": [{"type": "function", "function": {"name": "x"}}]})
+    return [json.dumps(b).encode() for b in bodies]
+
+
+@pytest.mark.parametrize("dialect,path", [("openai-chat", "/v1/chat/completions"), ("anthropic", "/v1/messages")])
+def test_resuming_from_the_previous_turn_gives_what_a_fresh_analysis_gives(dialect, path):
+    recent, counter = Recent(), TokenCounter()
+    for raw in agent_turns(dialect, 12):
+        resumed = analyse(raw, "", dialect, path, counter, LIMIT, recent)
+        fresh = analyse(raw, "", dialect, path, TokenCounter(), LIMIT)
+        assert resumed.body == fresh.body == json.loads(raw)
+        assert resumed.request == fresh.request
+        assert resumed.count.tokens == fresh.count.tokens
+        assert resumed.digests == fresh.digests and resumed.items == fresh.items
+    assert resumed.reused == 33  # the previous turn's 11 x 3 items
+    assert resumed.request.messages[-1].tool_results[0].name == "tool11"
+
+
+def test_a_body_that_does_not_extend_a_recent_one_is_parsed_whole():
+    recent = Recent()
+    a = analyse(json.dumps(body_of(5)).encode(), "", "openai-chat", "/", TokenCounter(), LIMIT, recent)
+    b = analyse(json.dumps(body_of(6, extra="changed")).encode(), "", "openai-chat", "/", TokenCounter(), LIMIT, recent)
+    assert (a.reused, b.reused, b.prior_seq) == (0, 0, None)
+    assert b.body == body_of(6, extra="changed")
+
+
+def test_recent_keeps_one_entry_per_conversation_and_stays_bounded():
+    recent = Recent(size=3)
+    for conversation in range(5):
+        for turn in range(1, 4):
+            analyse(json.dumps(body_of(turn, extra=str(conversation))).encode(), "", "openai-chat", "/",
+                    TokenCounter(), LIMIT, recent)
+    assert len(recent._recent) == 3
+
+
+def test_a_resumed_conversation_is_stored_whole_and_once(tmp_path):
+    recent, counter = Recent(), TokenCounter()
+    store = Store(tmp_path / "kimi.db")
+    store.open()
+    store.start()
+    bodies = agent_turns("openai-chat", 10)
+    for i, raw in enumerate(bodies):
+        r = analyse(raw, "", "openai-chat", "/v1/chat/completions", counter, LIMIT, recent)
+        store.submit(RequestRecord({"id": f"r{i}", "ts": f"t{i:02d}", "dialect": "openai-chat"}, r.body, "messages",
+                                   text=r.text, history=r.history, items=r.items, digests=r.digests,
+                                   seq=r.seq, prior_seq=r.prior_seq, reused=r.reused))
+    store.close()
+    db = sqlite3.connect(tmp_path / "kimi.db")
+    for i, raw in enumerate(bodies):
+        assert load_request_body(db, f"r{i}") == json.loads(raw)
+    # 30 messages + 1 envelope + 10 history lists.
+    assert db.execute("SELECT count(*) FROM blobs").fetchone()[0] == 41

@@ -1,4 +1,5 @@
 import json
+import random
 
 import pytest
 
@@ -16,20 +17,62 @@ CASES = [
 
 @pytest.mark.parametrize("text", CASES)
 def test_same_value_as_json_loads_and_spans_cut_the_items(text):
-    obj, spans, whole = jsonspans.parse(text, "messages")
+    parsed = jsonspans.parse(text, "messages")
     expected = json.loads(text)
-    assert json.dumps(obj, sort_keys=True) == json.dumps(expected, sort_keys=True)
+    assert json.dumps(parsed.obj, sort_keys=True) == json.dumps(expected, sort_keys=True)
     if "messages" in expected:
-        assert [json.loads(text[s:e]) for s, e in spans] == expected["messages"]
-        assert json.loads(text[whole[0]:whole[1]]) == expected["messages"]
+        assert [json.loads(text[s:e]) for s, e in parsed.items] == expected["messages"]
+        assert json.loads(text[parsed.whole[0]:parsed.whole[1]]) == expected["messages"]
 
 
 def test_a_later_non_list_key_drops_the_spans():
-    obj, spans, whole = jsonspans.parse('{"messages": [1], "messages": null}', "messages")
-    assert obj == {"messages": None} and spans is None and whole is None
+    parsed = jsonspans.parse('{"messages": [1], "messages": null}', "messages")
+    assert parsed.obj == {"messages": None} and parsed.items is None and not parsed.resumable
 
 
-@pytest.mark.parametrize("text", ['[1]', '{"a": 1', '{"a": 1} x', '{"messages": [1 2]}', '{a: 1}', '{"messages": [1,]}'])
+def test_a_body_that_is_not_an_object_is_left_to_json_loads():
+    with pytest.raises(jsonspans.Unusual):
+        jsonspans.parse("[1]", "messages")
+
+
+@pytest.mark.parametrize("text", ['{"a": 1', '{"a": 1} x', '{"messages": [1 2]}', '{a: 1}',
+                                  '{"messages": [1,]}', '{} x'])
 def test_what_json_loads_refuses_raises(text):
     with pytest.raises(ValueError):
+        json.loads(text)
+    with pytest.raises(ValueError):
         jsonspans.parse(text, "messages")
+
+
+def conversation(rng, turns):
+    messages = []
+    for t in range(turns):
+        messages.append({"role": "user", "content": f"turn {t} " + "x" * rng.randrange(50)})
+        if rng.random() < 0.5:
+            messages.append({"role": "assistant", "content": None,
+                             "tool_calls": [{"id": f"c{t}", "function": {"name": "ls", "arguments": "{}"}}]})
+    return messages
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_resuming_after_a_prefix_gives_what_parsing_from_scratch_gives(seed):
+    rng = random.Random(seed)
+    history = conversation(rng, 30)
+    cut = rng.randrange(1, len(history))
+    indent = rng.choice([None, 1])
+    def body(msgs):
+        return json.dumps({"model": "m", "stream": True, "messages": msgs, "tools": [{"n": len(msgs)}]},
+                          indent=indent)
+    before, after = body(history[:cut]), body(history)
+    prior = jsonspans.parse(before, "messages")
+    assert prior.resumable and after.startswith(before[:prior.end_of_items])
+    resumed = jsonspans.resume(after, "messages", prior)
+    fresh = jsonspans.parse(after, "messages")
+    assert resumed.obj == fresh.obj == json.loads(after)
+    assert (resumed.items, resumed.whole, resumed.head) == (fresh.items, fresh.whole, fresh.head)
+
+
+def test_resume_refuses_what_parse_refuses():
+    prior = jsonspans.parse('{"messages": [1, 2]}', "messages")
+    with pytest.raises(ValueError):
+        jsonspans.resume('{"messages": [1, 2 3]}', "messages", prior)

@@ -6,7 +6,7 @@ from types import ModuleType
 from typing import Any
 
 from kimi_core.dialects import anthropic, base, gemini, openai_chat, openai_responses
-from kimi_core.dialects.base import LLMRequest, Reply
+from kimi_core.dialects.base import LLMRequest, Message, Reply
 from kimi_core.providers import ANTHROPIC, GEMINI, OPENAI_CHAT, OPENAI_RESPONSES
 
 MODULES: dict[str, ModuleType] = {
@@ -17,10 +17,12 @@ MODULES: dict[str, ModuleType] = {
 }
 
 
-def parse_request(dialect: str, body: Any, path: str = "") -> LLMRequest:
+def parse_request(dialect: str, body: Any, path: str = "", start: int = 0,
+                  prior: tuple[Message, ...] = ()) -> LLMRequest:
+    """The neutral view of a request body; see the dialect modules for ``start`` and ``prior``."""
     if dialect == GEMINI:
-        return gemini.parse_request(body, path)
-    return MODULES[dialect].parse_request(body)
+        return gemini.parse_request(body, path, start, prior)
+    return MODULES[dialect].parse_request(body, start, prior)
 
 
 def parse_response(dialect: str, body: Any) -> Reply:

@@ -44,11 +44,14 @@ def blocks_text(content: Any) -> tuple[str, int]:
     return "\n".join(texts), images
 
 
-def parse_request(body: Any) -> LLMRequest:
+def parse_request(body: Any, start: int = 0, prior: tuple[Message, ...] = ()) -> LLMRequest:
+    """The neutral view; ``prior`` are the messages of history items before ``start``, already parsed."""
     body = as_object(body)
-    messages: list[Message] = []
-    call_names: dict[str, str] = {}
-    for i, m in enumerate(as_list(body.get(HISTORY_KEY))):
+    messages = list(prior)
+    call_names = base.call_names(prior)
+    items = as_list(body.get(HISTORY_KEY))
+    for i in range(start, len(items)):
+        m = items[i]
         if not isinstance(m, dict):
             continue
         role = as_str(m.get("role")) or "user"

@@ -88,6 +88,11 @@ class Reply:
     error: str | None = None
 
 
+def call_names(messages: tuple[Message, ...]) -> dict[str, str]:
+    """Tool names by call id, from the tool calls in ``messages``."""
+    return {c.id: c.name for m in messages for c in m.tool_calls}
+
+
 def as_object(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BodyError(f"expected a JSON object, got {type(body).__name__}")

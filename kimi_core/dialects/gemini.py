@@ -53,11 +53,13 @@ def parts_text(parts: Any) -> tuple[str, int]:
     return "\n".join(texts), images
 
 
-def parse_request(body: Any, path: str = "") -> LLMRequest:
+def parse_request(body: Any, path: str = "", start: int = 0, prior: tuple[Message, ...] = ()) -> LLMRequest:
+    """The neutral view; ``prior`` are the messages of history items before ``start``, already parsed."""
     body = as_object(body)
-    messages: list[Message] = []
-    for i, content in enumerate(as_list(body.get(HISTORY_KEY))):
-        content = as_dict(content)
+    messages = list(prior)
+    items = as_list(body.get(HISTORY_KEY))
+    for i in range(start, len(items)):
+        content = as_dict(items[i])
         role = "assistant" if content.get("role") == "model" else "user"
         calls, results = [], []
         for j, part in enumerate(as_list(content.get("parts"))):

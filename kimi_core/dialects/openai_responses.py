@@ -28,15 +28,18 @@ from kimi_core.providers import OPENAI_RESPONSES
 HISTORY_KEY = "input"
 
 
-def parse_request(body: Any) -> LLMRequest:
+def parse_request(body: Any, start: int = 0, prior: tuple[Message, ...] = ()) -> LLMRequest:
+    """The neutral view; ``prior`` are the messages of history items before ``start``, already parsed."""
     body = as_object(body)
-    messages: list[Message] = []
-    call_names: dict[str, str] = {}
+    messages = list(prior)
+    call_names = base.call_names(prior)
     items = body.get(HISTORY_KEY)
     if isinstance(items, str):
         messages.append(Message("user", items))
         items = []
-    for i, item in enumerate(as_list(items)):
+    items = as_list(items)
+    for i in range(start, len(items)):
+        item = items[i]
         if not isinstance(item, dict):
             continue
         kind = item.get("type", "message")

@@ -17,7 +17,7 @@ from typing import Any
 
 from mitmproxy import http
 
-from kimi_core.analysis import Analysis
+from kimi_core.analysis import Analysis, Recent
 from kimi_core.config import Config
 from kimi_core.dialects.base import Reply
 from kimi_core.sessions import Session
@@ -67,6 +67,7 @@ class KimiContext:
         self.config = Config()
         self.registry = self.config.registry()
         self.counter = TokenCounter()
+        self.recent = Recent()
         # One thread for parsing and counting big bodies: a burst of them uses
         # one core at most, and leaves the other to mitmproxy.
         self.analyser = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kimi-analyse")

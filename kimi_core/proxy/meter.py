@@ -93,7 +93,7 @@ class KimiMeter:
             return
         raw = flow.request.raw_content or b""
         args = (raw, flow.request.headers.get("content-encoding", ""), call.dialect, flow.request.path,
-                self.kimi.counter, ctx.options.kimi_max_body_mb * 1024 * 1024)
+                self.kimi.counter, ctx.options.kimi_max_body_mb * 1024 * 1024, self.kimi.recent)
         if len(raw) > ANALYSE_INLINE_LIMIT or "content-encoding" in flow.request.headers:
             call.analysis = asyncio.get_running_loop().run_in_executor(self.kimi.analyser, analyse, *args)
         else:

@@ -145,6 +145,9 @@ class KimiRecorder:
             history=result.history if result else None,
             items=result.items if result else None,
             digests=result.digests if result else None,
+            seq=result.seq if result else 0,
+            prior_seq=result.prior_seq if result else None,
+            reused=result.reused if result else 0,
         ))
 
     def done(self) -> None:

@@ -73,6 +73,11 @@ class RequestRecord:
     history: tuple[int, int] | None = None
     items: list[tuple[int, int]] | None = None
     digests: list[bytes] | None = None
+    # This request's analysis number, and the earlier one whose first ``reused``
+    # items it repeats: their blobs are taken from that request's history.
+    seq: int = 0
+    prior_seq: int | None = None
+    reused: int = 0
 
 
 @dataclass(slots=True)
@@ -114,12 +119,15 @@ class _Blobs:
         self.known: OrderedDict[str, str] = OrderedDict()  # blob in the database -> its last_used there
         self._unwritten: dict[str, str] = {}  # later uses not yet written to last_used
         self._seen: OrderedDict[bytes, str] = OrderedDict()  # JSON text hash -> blob hash
+        # Recent histories by analysis number: (ts, message blob hashes).
+        self._histories: OrderedDict[int, tuple[str, list[str]]] = OrderedDict()
         self._size = size
 
     def forget(self) -> None:
         self.known.clear()
         self._unwritten.clear()
         self._seen.clear()
+        self._histories.clear()
 
     def stored(self, written: dict[str, str]) -> None:
         """These blobs now have these ``last_used`` in the database."""
@@ -144,8 +152,34 @@ class _Blobs:
         return out
 
     def unwritten(self) -> list[tuple[str, str]]:
-        """Every remembered use, to write before retention decides what is oldest."""
-        return [(ts, d) for d, ts in self._unwritten.items()]
+        """Every remembered use, to write before retention decides what is oldest.
+
+        Messages reused from an earlier history were not looked at one by one:
+        the histories held here count as uses of all their messages.
+        """
+        uses = dict(self._unwritten)
+        for ts, hashes in self._histories.values():
+            for d in hashes:
+                if ts > uses.get(d, ""):
+                    uses[d] = ts
+        return [(ts, d) for d, ts in uses.items()]
+
+    def _history(self, prepared: _Prepared, record: RequestRecord) -> list[str]:
+        """The blob hashes of the record's history items; reused ones come from the prior history."""
+        assert record.text is not None and record.items is not None and record.digests is not None
+        text = record.text
+        prior = self._histories.get(record.prior_seq) if record.prior_seq is not None else None
+        first = record.reused if prior is not None and len(prior[1]) >= record.reused else 0
+        hashes = prior[1][:first] if prior is not None and first else []
+        hashes += [self.text(prepared, text[a:b], key)
+                   for (a, b), key in zip(record.items[first:], record.digests[first:])]
+        if record.seq:
+            self._histories[record.seq] = (prepared.row.get("ts") or "", hashes)
+            if record.prior_seq is not None:
+                self._histories.pop(record.prior_seq, None)  # the conversation moved on
+            while len(self._histories) > 64:
+                self._histories.popitem(last=False)
+        return hashes
 
     def part(self, prepared: _Prepared, value: Any) -> str:
         """The blob of a body part: bytes as they are, anything else as compact JSON."""
@@ -186,7 +220,7 @@ class _Blobs:
             if record.text is not None and record.history and record.items is not None and record.digests:
                 text, (start, end) = record.text, record.history
                 prepared.row["request_body"] = self.text(prepared, text[:start] + "null" + text[end:])
-                hashes = [self.text(prepared, text[a:b], key) for (a, b), key in zip(record.items, record.digests)]
+                hashes = self._history(prepared, record)
                 prepared.row["history"] = self._put(prepared, json.dumps(hashes).encode())
             elif isinstance(body, dict) and record.history_key and isinstance(body.get(record.history_key), list):
                 envelope = {k: (None if k == record.history_key else v) for k, v in body.items()}
