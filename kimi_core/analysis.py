@@ -59,7 +59,7 @@ class Recent:
     hence the lock; analyses are not changed once added.
     """
 
-    def __init__(self, size: int = 16, max_chars: int = 32_000_000) -> None:
+    def __init__(self, size: int = 16, max_chars: int = 16_000_000) -> None:
         self._recent: list[tuple[str, Analysis]] = []  # (text up to the end of its items, analysis)
         self._size = size
         self._max_chars = max_chars

@@ -71,7 +71,6 @@ def _array(text: str, idx: int) -> tuple[list[Any], list[Span], int]:
 
 def _rest(text: str, idx: int, key: str, parsed: Parsed) -> Parsed:
     """Read the object's remaining members from ``idx``, just after a value."""
-    obj = parsed.obj
     while True:
         idx = _ws(text, idx).end()
         c = text[idx:idx + 1]
