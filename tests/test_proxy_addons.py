@@ -244,3 +244,16 @@ def test_shutdown_writes_rows_whose_analysis_is_still_running(harness):
         assert prompt_tokens == 11  # the row is there, with the provider's usage
         assert error is None or error == "proxy shut down before the request was counted"
     asyncio.run(main())
+
+
+def test_a_request_body_streamed_by_mitmproxy_is_noted(harness):
+    async def main():
+        h = await harness()
+        flow = make_flow("https://api.openai.com/v1/chat/completions", CHAT, response=CHAT_REPLY)
+        flow.request.stream = True
+        flow.request.raw_content = None  # what stream_large_bodies leaves to addons
+        await h.run(flow)
+        [row] = h.rows()
+        assert row["error"] == "request body streamed by mitmproxy (stream_large_bodies): not counted"
+        assert row["prompt_tokens"] == 11
+    asyncio.run(main())

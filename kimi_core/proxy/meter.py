@@ -91,7 +91,10 @@ class KimiMeter:
         if call.dialect is None:
             self._note(call, f"not a generation endpoint: {flow.request.method} {call.path.split('?')[0]}", flow)
             return
-        raw = flow.request.raw_content or b""
+        if flow.request.raw_content is None:
+            self._note(call, "request body streamed by mitmproxy (stream_large_bodies): not counted", flow)
+            return
+        raw = flow.request.raw_content
         args = (raw, flow.request.headers.get("content-encoding", ""), call.dialect, flow.request.path,
                 self.kimi.counter, ctx.options.kimi_max_body_mb * 1024 * 1024, self.kimi.recent)
         if len(raw) > ANALYSE_INLINE_LIMIT or "content-encoding" in flow.request.headers:
