@@ -42,7 +42,44 @@ def test_schema_after_migrating(tmp_path):
         "completion_tokens", "cached_tokens", "ttfb_ms", "duration_ms", "action", "error"]
     assert {"request_body", "response_body", "messages"} <= set(tables["requests"])
     assert tables["blobs"] == ["hash", "size", "data", "created_at", "last_used"]
-    assert [n for (n,) in db.execute("SELECT name FROM _sqlite_migrations")] == ["001_initial"]
+    assert tables["requests"][-5:] == ["context_window", "window_source", "calibration_factor",
+                                       "prompt_tokens_cal", "window_share"]
+    assert tables["alerts"] == ["id", "ts", "session_id", "request_id", "level", "kind", "message"]
+    assert tables["calibration"] == ["model", "ratios", "factor", "updated_at"]
+    assert tables["learned_windows"] == ["model", "context_window", "learned_at", "message"]
+    assert [n for (n,) in db.execute("SELECT name FROM _sqlite_migrations")] == ["001_initial", "002_context_guard"]
+
+
+def test_upgrading_a_database_of_the_first_schema_keeps_its_rows(tmp_path):
+    from sqlite_utils import Database
+
+    from kimi_core.store.migrations import migrations
+    db = Database(tmp_path / "kimi.db")
+    migrations.apply(db, stop_before="002_context_guard")
+    db["requests"].insert({"id": "old", "ts": "2026-01-01", "provider": "openai", "action": "passed"})
+    db.conn.close()
+    s = Store(tmp_path / "kimi.db")
+    s.open()
+    s.close()
+    conn = sqlite3.connect(tmp_path / "kimi.db")
+    assert conn.execute("SELECT id, provider, context_window FROM requests").fetchall() == [("old", "openai", None)]
+
+
+def test_guard_records_are_written_and_read_back(tmp_path):
+    from kimi_core.store import AlertRecord, CalibrationRecord, WindowRecord
+    s = Store(tmp_path / "kimi.db")
+    s.open()
+    s.start()
+    s.submit(AlertRecord("t", "s1", "r1", 0.85, "window_share", "85% of the window"))
+    s.submit(CalibrationRecord("kimi-k2", [1.2, 1.3], 1.25))
+    s.submit(WindowRecord("gpt-4o", 8192, "maximum context length is 8192 tokens"))
+    s.close()
+    again = Store(tmp_path / "kimi.db")
+    again.open()
+    again.close()
+    assert again.calibration == {"kimi-k2": [1.2, 1.3]} and again.learned_windows == {"gpt-4o": 8192}
+    conn = sqlite3.connect(tmp_path / "kimi.db")
+    assert conn.execute("SELECT level, kind, message FROM alerts").fetchall() == [(0.85, "window_share", "85% of the window")]
 
 
 def test_reopening_applies_nothing_twice(tmp_path):
@@ -51,7 +88,7 @@ def test_reopening_applies_nothing_twice(tmp_path):
         s.open()
         s.close()
     db = sqlite3.connect(tmp_path / "kimi.db")
-    assert db.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0] == 1
+    assert db.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0] == 2
 
 
 def test_database_and_directory_are_private(store):

@@ -1,3 +1,12 @@
-from kimi_core.store.store import RequestRecord, SessionRecord, Store, load_request_body
+from kimi_core.store.store import (
+    AlertRecord,
+    CalibrationRecord,
+    RequestRecord,
+    SessionRecord,
+    Store,
+    WindowRecord,
+    load_request_body,
+)
 
-__all__ = ["RequestRecord", "SessionRecord", "Store", "load_request_body"]
+__all__ = ["AlertRecord", "CalibrationRecord", "RequestRecord", "SessionRecord", "Store", "WindowRecord",
+           "load_request_body"]

@@ -76,3 +76,35 @@ def m001_initial(db: Database) -> None:
     db["requests"].create_index(["session_id"])
     db["requests"].create_index(["ts"])
     db["blobs"].create_index(["last_used"])
+
+
+@migrations(name="002_context_guard")
+def m002_context_guard(db: Database) -> None:
+    """The context guard: windows, calibrated estimates, alerts, what was learned."""
+    requests = db["requests"]
+    requests.add_column("context_window", int)  # the window the decision used
+    requests.add_column("window_source", str)  # learned, config, builtin, provider default, fallback
+    requests.add_column("calibration_factor", float)  # reported / estimated prompt tokens for the model
+    requests.add_column("prompt_tokens_cal", int)  # prompt_tokens_est x calibration_factor
+    requests.add_column("window_share", float)  # prompt_tokens_cal / context_window
+    db["alerts"].create(
+        {
+            "id": int,
+            "ts": str,
+            "session_id": str,
+            "request_id": str,
+            "level": float,  # the threshold reached (0.75, 0.85, 0.95...); 1.0 for provider overflows
+            "kind": str,  # "window_share", "rejected", "provider_overflow"
+            "message": str,
+        },
+        pk="id",
+    )
+    db["alerts"].create_index(["request_id"])
+    db["calibration"].create(
+        {"model": str, "ratios": str, "factor": float, "updated_at": str},  # ratios: JSON list, newest last
+        pk="model",
+    )
+    db["learned_windows"].create(
+        {"model": str, "context_window": int, "learned_at": str, "message": str},
+        pk="model",
+    )

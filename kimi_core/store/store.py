@@ -62,6 +62,30 @@ class SessionRecord:
 
 
 @dataclass(slots=True)
+class AlertRecord:
+    ts: str
+    session_id: str | None
+    request_id: str
+    level: float
+    kind: str
+    message: str
+
+
+@dataclass(slots=True)
+class CalibrationRecord:
+    model: str
+    ratios: list[float]
+    factor: float
+
+
+@dataclass(slots=True)
+class WindowRecord:
+    model: str
+    context_window: int
+    message: str
+
+
+@dataclass(slots=True)
 class RequestRecord:
     row: dict[str, Any]  # columns of ``requests`` (bodies excluded)
     request_body: Any = None  # parsed JSON, or raw bytes when it did not parse
@@ -258,6 +282,8 @@ class Store:
         self._blobs = _Blobs()
         self._blob_bytes = 0
         self.named_sessions: list[SessionRecord] = []
+        self.calibration: dict[str, list[float]] = {}  # model -> ratios, as stored
+        self.learned_windows: dict[str, int] = {}  # model -> window
 
     # -- lifecycle (main thread) --------------------------------------------------
 
@@ -281,7 +307,11 @@ class Store:
                     "SELECT id, name, provider, started_at, mode FROM sessions WHERE mode = 'named'"
                 )
             ]
-        except (OSError, sqlite3.Error) as e:
+            self.calibration = {
+                model: json.loads(ratios) for model, ratios in conn.execute("SELECT model, ratios FROM calibration")
+            }
+            self.learned_windows = dict(conn.execute("SELECT model, context_window FROM learned_windows"))
+        except (OSError, sqlite3.Error, ValueError) as e:
             raise StoreError(f"cannot open database {self.path}: {e}") from e
         self._conn = conn
         self.named_sessions = named
@@ -308,7 +338,7 @@ class Store:
 
     # -- the proxy's side: never blocks, never raises ------------------------------
 
-    def submit(self, record: SessionRecord | RequestRecord) -> None:
+    def submit(self, record: SessionRecord | RequestRecord | AlertRecord | CalibrationRecord | WindowRecord) -> None:
         with self._count_lock:
             if self._queued >= self.max_pending:
                 self.lost += 1
@@ -386,9 +416,9 @@ class Store:
 
     def _write(self, records: list[Any]) -> None:
         """One transaction for a batch of records."""
-        prepared: list[SessionRecord | _Prepared] = []
+        prepared: list[Any] = []
         for r in records:
-            if isinstance(r, SessionRecord):
+            if not isinstance(r, RequestRecord):
                 prepared.append(r)
             elif self.store_bodies:
                 prepared.append(self._blobs.prepare(r))
@@ -402,11 +432,8 @@ class Store:
         conn.execute("BEGIN IMMEDIATE")
         try:
             for p in prepared:
-                if isinstance(p, SessionRecord):
-                    conn.execute(
-                        "INSERT OR IGNORE INTO sessions (id, name, provider, started_at, mode) VALUES (?, ?, ?, ?, ?)",
-                        (p.id, p.name, p.provider, p.started_at, p.mode),
-                    )
+                if not isinstance(p, _Prepared):
+                    self._write_other(conn, p, stamp)
                     continue
                 ts = p.row.get("ts") or stamp
                 for digest in (*p.blobs, *p.refs):
@@ -442,6 +469,21 @@ class Store:
         self._blob_bytes += added
         if self._blob_bytes > self.retention_bytes:
             self._enforce_retention()
+
+    @staticmethod
+    def _write_other(conn: sqlite3.Connection, r: Any, stamp: str) -> None:
+        if isinstance(r, SessionRecord):
+            conn.execute("INSERT OR IGNORE INTO sessions (id, name, provider, started_at, mode) VALUES (?, ?, ?, ?, ?)",
+                         (r.id, r.name, r.provider, r.started_at, r.mode))
+        elif isinstance(r, AlertRecord):
+            conn.execute("INSERT INTO alerts (ts, session_id, request_id, level, kind, message) VALUES (?, ?, ?, ?, ?, ?)",
+                         (r.ts, r.session_id, r.request_id, r.level, r.kind, r.message))
+        elif isinstance(r, CalibrationRecord):
+            conn.execute("INSERT OR REPLACE INTO calibration (model, ratios, factor, updated_at) VALUES (?, ?, ?, ?)",
+                         (r.model, json.dumps(r.ratios), r.factor, stamp))
+        elif isinstance(r, WindowRecord):
+            conn.execute("INSERT OR REPLACE INTO learned_windows (model, context_window, learned_at, message) "
+                         "VALUES (?, ?, ?, ?)", (r.model, r.context_window, stamp, r.message))
 
     def _enforce_retention(self) -> None:
         """Delete the least recently used blobs until under 90% of the limit."""
