@@ -13,7 +13,14 @@ try:
 except ImportError:  # loaded by path from a plain checkout
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kimi_core.proxy import KimiContext, KimiMeter, KimiRecorder, KimiSessions, KimiTraffic
+from kimi_core.proxy import (
+    KimiContext,
+    KimiGuard,
+    KimiMeter,
+    KimiRecorder,
+    KimiSessions,
+    KimiTraffic,
+)
 
 kimi = KimiContext()
 
@@ -21,5 +28,6 @@ addons = [
     KimiTraffic(kimi),
     KimiSessions(kimi),
     KimiMeter(kimi),
+    KimiGuard(kimi),
     KimiRecorder(kimi),
 ]

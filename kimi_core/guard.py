@@ -70,6 +70,12 @@ class Calibration:
             ratios = list(self._ratios.get(model or "", ()))
         return statistics.median(ratios) if ratios else 1.0
 
+    def largest(self) -> float:
+        """The largest factor of any model: a bound for requests not yet parsed."""
+        with self._lock:
+            factors = [statistics.median(r) for r in self._ratios.values() if r]
+        return max(factors, default=1.0)
+
     def ratios(self, model: str) -> list[float]:
         with self._lock:
             return list(self._ratios.get(model, ()))

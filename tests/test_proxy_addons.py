@@ -10,7 +10,14 @@ import pytest
 from mitmproxy import eventsequence, exceptions, hooks, http
 from mitmproxy.test import taddons, tflow
 
-from kimi_core.proxy import KimiContext, KimiMeter, KimiRecorder, KimiSessions, KimiTraffic
+from kimi_core.proxy import (
+    KimiContext,
+    KimiGuard,
+    KimiMeter,
+    KimiRecorder,
+    KimiSessions,
+    KimiTraffic,
+)
 
 CHAT = {"model": "gpt-4", "messages": [{"role": "user", "content": "hello world"}]}
 CHAT_REPLY = {"model": "gpt-4", "choices": [{"message": {"content": "hi"}}],
@@ -58,7 +65,7 @@ class Harness:
 def harness(tmp_path):
     async def make():
         kimi = KimiContext()
-        addons = [KimiTraffic(kimi), KimiSessions(kimi), KimiMeter(kimi), KimiRecorder(kimi)]
+        addons = [KimiTraffic(kimi), KimiSessions(kimi), KimiMeter(kimi), KimiGuard(kimi), KimiRecorder(kimi)]
         tctx = taddons.context(*addons)
         tctx.options.update(kimi_db=str(tmp_path / "kimi.db"))
         return Harness(tctx, kimi, tmp_path / "kimi.db")
@@ -228,8 +235,8 @@ def test_websocket_upgrades_pass_and_are_noted(harness):
 def test_shutdown_writes_rows_whose_analysis_is_still_running(harness):
     async def main():
         h = await harness()
-        flow = make_flow("https://api.openai.com/v1/chat/completions",
-                         {"model": "gpt-4", "messages": [{"role": "user", "content": "word " * 200_000}]},
+        flow = make_flow("https://api.openai.com/v1/chat/completions",  # counted in the thread, unwaited
+                         {"model": "gpt-4.1", "messages": [{"role": "user", "content": "word " * 40_000}]},
                          response=CHAT_REPLY)
         response, flow.response = flow.response, None
         events = list(eventsequence.iterate(flow))

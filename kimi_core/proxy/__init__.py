@@ -5,9 +5,10 @@ run for each flow: recognise, tag the session, meter, record.
 """
 
 from kimi_core.proxy.context import KimiContext, LLMCall
+from kimi_core.proxy.guard import KimiGuard
 from kimi_core.proxy.meter import KimiMeter
 from kimi_core.proxy.recorder import KimiRecorder
 from kimi_core.proxy.sessions import KimiSessions
 from kimi_core.proxy.traffic import KimiTraffic
 
-__all__ = ["KimiContext", "KimiMeter", "KimiRecorder", "KimiSessions", "KimiTraffic", "LLMCall"]
+__all__ = ["KimiContext", "KimiGuard", "KimiMeter", "KimiRecorder", "KimiSessions", "KimiTraffic", "LLMCall"]

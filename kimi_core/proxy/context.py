@@ -20,10 +20,12 @@ from mitmproxy import http
 from kimi_core.analysis import Analysis, Recent
 from kimi_core.config import Config
 from kimi_core.dialects.base import Reply
+from kimi_core.guard import Calibration, Decision
 from kimi_core.sessions import Session
 from kimi_core.store import Store
 from kimi_core.streams import StreamWatcher
 from kimi_core.tokens import TokenCounter
+from kimi_core.windows import Window, Windows
 
 
 @dataclass(eq=False)
@@ -40,6 +42,9 @@ class LLMCall:
     action: str = "passed"
     errors: list[str] = field(default_factory=list)
     recorded: bool = False
+    decision: Decision | None = None  # the context guard's, once the request is counted
+    window: Window | None = None
+    factor: float = 1.0  # the calibration factor the decision used
 
     def when_analysed(self, fn: Callable[[], None]) -> None:
         """Call ``fn`` once the request's analysis is over.
@@ -68,6 +73,8 @@ class KimiContext:
         self.registry = self.config.registry()
         self.counter = TokenCounter()
         self.recent = Recent()
+        self.windows = Windows()
+        self.calibration = Calibration()
         # One thread for parsing and counting big bodies: a burst of them uses
         # one core at most, and leaves the other to mitmproxy.
         self.analyser = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kimi-analyse")

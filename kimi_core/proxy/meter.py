@@ -37,9 +37,14 @@ def summary(call: LLMCall) -> str:
     result = call.result()
     model = (call.reply and call.reply.model) or (result and result.request and result.request.model)
     parts = [f"kimi: {call.provider}", model or call.dialect or "not a generation endpoint"]
+    if call.action == "rejected":
+        parts.append("REFUSED by Kimi")
     if result and result.count:
         approx = "~" if result.count.approximate else ""
         parts.append(f"est {approx}{result.count.tokens:,} tok")
+    if call.decision is not None:
+        warn = "⚠ " if call.decision.alert is not None else ""
+        parts.append(f"{warn}{call.decision.share:.0%} of {call.decision.window:,}")
     usage = call.reply.usage if call.reply else None
     if usage and usage.prompt_tokens is not None:
         parts.append(f"prompt {usage.prompt_tokens:,}")
@@ -130,7 +135,7 @@ class KimiMeter:
         call = self.kimi.call(flow)
         if call is None:
             return
-        if call.dialect is not None:
+        if call.dialect is not None and call.action != "rejected":
             call.reply = await self._reply(call, flow.response)
             if call.reply.error:
                 status = flow.response.status_code if flow.response else "-"

@@ -61,6 +61,11 @@ def request_row(flow: http.HTTPFlow, call: LLMCall) -> dict[str, Any]:
         "action": call.action,
         "error": "; ".join(call.errors) or None,
         "messages": len(request.messages) if request else None,
+        "context_window": call.window.tokens if call.window else None,
+        "window_source": call.window.source if call.window else None,
+        "calibration_factor": round(call.factor, 4) if call.decision else None,
+        "prompt_tokens_cal": call.decision.estimate if call.decision else None,
+        "window_share": round(call.decision.share, 4) if call.decision else None,
         "request_bytes": len(flow.request.raw_content or b""),
         "response_bytes": (call.watcher.bytes if call.watcher is not None
                            else len(response.raw_content or b"") if response is not None else None),

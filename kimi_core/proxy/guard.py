@@ -1,0 +1,181 @@
+"""The context guard: refuse what would overflow the model's window, before it leaves the machine.
+
+A request is held for its token count only when it could matter: tokens are
+never more than the body's bytes, so a body whose bytes (times the largest
+calibration factor) stay under the lowest threshold of the model's window
+goes on at once and is judged when its count is done, for alerts and the row.
+A refused request gets a 400 in its provider's error format and never reaches
+the provider. Responses teach the guard: reported usage calibrates the local
+estimate per model, and an overflow error that states a window is learned.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from mitmproxy import ctx, exceptions, http
+
+from kimi_core.dialects import gemini
+from kimi_core.guard import (
+    LANGUAGES,
+    decide,
+    explain,
+    largest_parts,
+    parse_ratio,
+    parse_ratios,
+    refusal,
+)
+from kimi_core.providers import GEMINI
+from kimi_core.proxy.context import KimiContext, LLMCall
+from kimi_core.store import AlertRecord, CalibrationRecord, WindowRecord
+from kimi_core.store.store import now_iso
+from kimi_core.windows import is_overflow
+
+logger = logging.getLogger(__name__)
+
+REFUSED_HEADER = "X-Kimi-Proxy"
+_MODEL = re.compile(rb'"model"\s*:\s*"([^"\\]{1,200})"')
+
+
+def sniff_model(raw: bytes, dialect: str | None, path: str) -> str | None:
+    """The model a request names, read cheaply before the body is parsed."""
+    if dialect == GEMINI:
+        return gemini.model_from_path(path)
+    m = _MODEL.search(raw, 0, 16_384)
+    return m.group(1).decode("utf-8", "replace") if m else None
+
+
+class KimiGuard:
+    def __init__(self, kimi: KimiContext) -> None:
+        self.kimi = kimi
+        self.reject_at = 0.95
+        self.alert_at: tuple[float, ...] = (0.75, 0.85, 0.95)
+
+    def load(self, loader) -> None:
+        loader.add_option("kimi_guard", bool, True, "Refuse requests that would overflow the model's context window.")
+        loader.add_option(
+            "kimi_reject_at", str, "0.95",
+            "Refuse a request whose calibrated prompt reaches this share of the window (0.95 or 95%).",
+        )
+        loader.add_option(
+            "kimi_alert_at", str, "0.75,0.85,0.95",
+            "Alert when a request's prompt reaches these shares of the window (comma-separated).",
+        )
+        loader.add_option("kimi_lang", str, "en", "Language of refusal messages.", choices=LANGUAGES)
+
+    def configure(self, updated: set[str]) -> None:
+        try:
+            if "kimi_reject_at" in updated:
+                self.reject_at = parse_ratio(ctx.options.kimi_reject_at)
+            if "kimi_alert_at" in updated:
+                self.alert_at = parse_ratios(ctx.options.kimi_alert_at)
+        except ValueError as e:
+            raise exceptions.OptionsError(f"kimi_reject_at / kimi_alert_at: {e}") from e
+        if "kimi_config" in updated:
+            self.kimi.windows.config = {
+                name: m.context_window for name, m in self.kimi.config.models.items() if m.context_window
+            }
+
+    def running(self) -> None:
+        store = self.kimi.store
+        if store is not None:
+            for model, ratios in store.calibration.items():
+                self.kimi.calibration.load(model, ratios)
+            self.kimi.windows.learned.update(store.learned_windows)
+
+    # -- requests ---------------------------------------------------------------------
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        call = self.kimi.call(flow)
+        if call is None or call.analysis is None or flow.response is not None:
+            return
+        if not ctx.options.kimi_guard or not self._may_matter(flow, call):
+            call.when_analysed(lambda: self._judge(flow, call))
+            return
+        try:
+            await call.analysis
+        except Exception:  # noqa: BLE001 -- the meter reports it; the request goes on unjudged
+            return
+        self._judge(flow, call)
+        decision = call.decision
+        if decision is not None and decision.refuse:
+            self._refuse(flow, call)
+
+    def _may_matter(self, flow: http.HTTPFlow, call: LLMCall) -> bool:
+        """Could this body reach a threshold? Tokens never outnumber bytes."""
+        raw = flow.request.raw_content or b""
+        model = sniff_model(raw, call.dialect, flow.request.path)
+        window = self.kimi.windows.window(model, call.provider).tokens
+        lowest = min((self.reject_at, *self.alert_at))
+        return len(raw) * max(1.0, self.kimi.calibration.largest()) >= lowest * window
+
+    def _judge(self, flow: http.HTTPFlow, call: LLMCall) -> None:
+        """Decide once the request is counted: the row's figures and the alerts."""
+        result = call.result()
+        if call.decision is not None or result is None or result.count is None or result.request is None:
+            return
+        model = result.request.model
+        call.window = self.kimi.windows.window(model, call.provider)
+        call.factor = self.kimi.calibration.factor(model)
+        call.decision = decide(result.count.tokens, call.factor, call.window.tokens,
+                               result.request.max_output_tokens, self.reject_at, self.alert_at)
+        if call.decision.alert is not None and not call.decision.refuse:
+            self._alert(flow, call, call.decision.alert, "window_share",
+                        f"{call.provider} {model}: prompt at {call.decision.share:.0%} of the "
+                        f"{call.window.tokens:,}-token window ({call.decision.estimate:,} tokens)")
+
+    def _refuse(self, flow: http.HTTPFlow, call: LLMCall) -> None:
+        result = call.result()
+        assert call.decision is not None and result is not None and result.request is not None
+        largest = largest_parts(result.request, self.kimi.counter, result.count.encoding if result.count else "")
+        text = explain(call.decision, result.request.model or "", self.reject_at,
+                       result.request.max_output_tokens, largest, ctx.options.kimi_lang)
+        flow.response = http.Response.make(400, refusal(call.dialect, call.decision, text), {
+            "content-type": "application/json",
+            REFUSED_HEADER: "refused: context window",
+            "x-should-retry": "false",
+        })
+        call.action = "rejected"
+        self._alert(flow, call, call.decision.share, "rejected", text)
+
+    def _alert(self, flow: http.HTTPFlow, call: LLMCall, level: float, kind: str, message: str) -> None:
+        logger.warning("kimi: %s: %s", kind.replace("_", " "), message)
+        flow.marked = ":warning:"
+        store = self.kimi.store
+        if store is not None:
+            store.submit(AlertRecord(now_iso(), call.session.id if call.session else None, flow.id,
+                                     round(level, 4), kind, message))
+
+    # -- responses ----------------------------------------------------------------------
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        call = self.kimi.call(flow)
+        if call is None or call.action != "passed" or call.reply is None:
+            return
+        reply = call.reply
+        if reply.error and is_overflow(reply.error):
+            self._overflow(flow, call, reply.error)
+        elif reply.usage.prompt_tokens:
+            call.when_analysed(lambda: self._calibrate(call, reply.usage.prompt_tokens))
+
+    def _calibrate(self, call: LLMCall, reported: int) -> None:
+        result = call.result()
+        if result is None or result.count is None or result.request is None or not result.request.model:
+            return
+        model = result.request.model
+        factor = self.kimi.calibration.observe(model, result.count.tokens, reported)
+        if self.kimi.store is not None:
+            self.kimi.store.submit(CalibrationRecord(model, self.kimi.calibration.ratios(model), factor))
+
+    def _overflow(self, flow: http.HTTPFlow, call: LLMCall, message: str) -> None:
+        result = call.result()
+        model = (result.request.model if result and result.request else None) or (call.reply and call.reply.model)
+        learned = self.kimi.windows.learn(model, message) if model else None
+        if learned is not None and self.kimi.store is not None:
+            self.kimi.store.submit(WindowRecord(model, learned, message[:500]))
+        self._alert(flow, call, 1.0, "provider_overflow",
+                    f"{call.provider} {model or ''}: the provider refused an overflowing prompt"
+                    + (f"; window learned: {learned:,} tokens" if learned else "") + f" ({message[:200]})")
+
+
