@@ -9,8 +9,11 @@ predictable, so tests can check what the proxy recorded:
   also sent back in the ``x-fake-prompt-tokens`` header;
 - completion tokens = the number of streamed pieces (``X-Fake-Chunks``, default 5);
 - cached tokens = 3;
+- ``X-Fake-Prompt-Tokens`` reports exactly that many prompt tokens instead;
 - ``X-Fake-Delay-Ms`` waits that long between streamed events;
-- ``X-Fake-Status`` answers with that status and a provider-shaped error body.
+- ``X-Fake-Status`` answers with that status and a provider-shaped error body;
+- ``X-Fake-Overflow: N`` answers 400 with the dialect's context-overflow error
+  stating a window of N tokens.
 
 Run it alone with ``python -m kimi_core.testing.fake_provider --port 8443``.
 """
@@ -76,6 +79,19 @@ def error_body(dialect: str | None, status: int, message: str) -> dict[str, Any]
     if dialect == "gemini":
         return {"error": {"code": status, "message": message, "status": "UNAVAILABLE"}}
     return {"error": {"message": message, "type": "server_error", "code": None}}
+
+
+def overflow_body(dialect: str | None, window: int, prompt: int) -> dict[str, Any]:
+    """A context-overflow error as each provider words it (see REFERENCE.md)."""
+    if dialect == "anthropic":
+        return {"type": "error", "error": {"type": "invalid_request_error",
+                                           "message": f"prompt is too long: {prompt} tokens > {window} maximum"}}
+    if dialect == "gemini":
+        return {"error": {"code": 400, "status": "INVALID_ARGUMENT", "message":
+                          f"The input token count ({prompt}) exceeds the maximum number of tokens allowed ({window})."}}
+    return {"error": {"message": f"This model's maximum context length is {window} tokens. However, your messages "
+                                 f"resulted in {prompt} tokens. Please reduce the length of the messages.",
+                      "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}}
 
 
 def whole(dialect: str, model: str, prompt: int, out: int) -> dict[str, Any]:
@@ -191,7 +207,10 @@ class Handler(BaseHTTPRequestHandler):
             data = {}
         data = data if isinstance(data, dict) else {}
         factor = float(self.headers.get("x-fake-usage-factor") or 1)
-        prompt = max(3, int(len(body) // 4 * factor))
+        prompt = int(self.headers.get("x-fake-prompt-tokens") or max(3, int(len(body) // 4 * factor)))
+        if self.headers.get("x-fake-overflow"):
+            self._send_json(400, overflow_body(dialect, int(self.headers["x-fake-overflow"]), prompt))
+            return
         model = str(data.get("model") or self.path.split("/models/")[-1].split(":")[0])
         n = int(self.headers.get("x-fake-chunks") or 5)
         delay = float(self.headers.get("x-fake-delay-ms") or 0) / 1000

@@ -1,0 +1,202 @@
+"""The context guard end to end: a real mitmdump with Kimi, the fake provider, the official SDKs."""
+
+import sqlite3
+import uuid
+
+import anthropic
+import openai
+import pytest
+from conftest import wait_rows
+from test_e2e import anthropic_client, http_client, openai_client
+
+from kimi_core.testing.proxy import Mitmdump
+
+pytestmark = pytest.mark.e2e
+
+CONFIG = """
+[models."small"]
+context_window = 2000
+
+[models."calibrated"]
+context_window = 2000
+"""
+
+
+def config_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("guard-config") / "config.toml"
+    path.write_text(CONFIG)
+    return path
+
+
+@pytest.fixture(scope="module")
+def guarded(fake, tmp_path_factory):
+    options = {"kimi_config": str(config_file(tmp_path_factory))}
+    with Mitmdump(tmp_path_factory.mktemp("guard"), upstream_port=fake.port, options=options) as running:
+        yield running
+
+
+def words(tokens):
+    """Text of about ``tokens`` cl100k tokens."""
+    return "lorem ipsum dolor sit amet " * (tokens // 5)
+
+
+def model(prefix):
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def never_reached(fake, tag):
+    return not [r for r in fake.seen if tag.encode() in r["body"] or tag.encode() in r["path"].encode()]
+
+
+def alerts(proxy, request_id):
+    db = sqlite3.connect(proxy.db)
+    return db.execute("SELECT kind, level, message FROM alerts WHERE request_id = ?", (request_id,)).fetchall()
+
+
+def refused_row(proxy, tag):
+    [row] = wait_rows(proxy.db, "model = ?", (tag,))
+    assert (row["action"], row["status_code"], row["context_window"]) == ("rejected", 400, 2000)
+    assert row["prompt_tokens_cal"] >= 0.95 * 2000 and row["window_share"] >= 0.95
+    kinds = [k for k, _, _ in alerts(proxy, row["id"])]
+    assert kinds == ["rejected"]
+    return row
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_openai_chat_refusal_is_a_bad_request_with_context_length_exceeded(guarded, fake, stream):
+    tag = model("small")
+    with pytest.raises(openai.BadRequestError) as raised:
+        openai_client(guarded).chat.completions.create(
+            model=tag, stream=stream, messages=[{"role": "user", "content": words(2500)}])
+    err = raised.value
+    assert (err.status_code, err.code, err.type, err.param) == (400, "context_length_exceeded",
+                                                                 "invalid_request_error", "messages")
+    assert err.response.headers["x-kimi-proxy"] == "refused: context window"
+    assert "of the 2,000-token context window of " + tag in err.message
+    assert "message 1 (user)" in err.message  # what would help most
+    assert never_reached(fake, tag)
+    refused_row(guarded, tag)
+
+
+def test_openai_responses_refusal(guarded, fake):
+    tag = model("small")
+    with pytest.raises(openai.BadRequestError) as raised:
+        openai_client(guarded).responses.create(model=tag, input=words(2500), stream=True)
+    assert (raised.value.code, raised.value.param) == ("context_length_exceeded", "input")
+    assert never_reached(fake, tag)
+    refused_row(guarded, tag)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_anthropic_refusal_says_prompt_is_too_long(guarded, fake, stream):
+    tag = model("small")
+    kwargs = {"model": tag, "max_tokens": 100, "messages": [{"role": "user", "content": words(2500)}]}
+    with pytest.raises(anthropic.BadRequestError) as raised:
+        if stream:
+            with anthropic_client(guarded).messages.stream(**kwargs) as s:
+                s.get_final_message()
+        else:
+            anthropic_client(guarded).messages.create(**kwargs)
+    body = raised.value.body
+    assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
+    assert body["error"]["message"].startswith("prompt is too long: ")
+    assert " tokens > 2000 maximum" in body["error"]["message"]
+    assert never_reached(fake, tag)
+    refused_row(guarded, tag)
+
+
+def test_gemini_refusal(guarded, fake):
+    tag = model("small")
+    url = f"https://generativelanguage.googleapis.com/v1beta/models/{tag}:streamGenerateContent?alt=sse"
+    with http_client(guarded) as client:
+        response = client.post(url, json={"contents": [{"role": "user", "parts": [{"text": words(2500)}]}]})
+    assert response.status_code == 400 and response.headers["content-type"] == "application/json"
+    error = response.json()["error"]
+    assert (error["code"], error["status"]) == (400, "INVALID_ARGUMENT")
+    assert never_reached(fake, tag)
+    refused_row(guarded, tag)
+
+
+def test_requested_output_that_does_not_fit_is_refused(guarded, fake):
+    tag = model("small")
+    with pytest.raises(anthropic.BadRequestError):
+        anthropic_client(guarded).messages.create(model=tag, max_tokens=1900,
+                                                  messages=[{"role": "user", "content": words(500)}])
+    assert never_reached(fake, tag)
+
+
+def test_a_request_within_the_window_passes_and_alerts_at_its_threshold(guarded, fake):
+    tag = model("small")
+    openai_client(guarded).chat.completions.create(model=tag, messages=[{"role": "user", "content": words(1650)}])
+    [row] = wait_rows(guarded.db, "model = ?", (tag,))
+    assert row["action"] == "passed" and 0.75 <= row["window_share"] < 0.95
+    [(kind, level, message)] = alerts(guarded, row["id"])
+    assert kind == "window_share" and level in (0.75, 0.85) and "of the 2,000-token window" in message
+
+
+def test_calibration_learns_that_the_provider_counts_twice_as_many_tokens(guarded, fake):
+    tag = "calibrated"
+    client = openai_client(guarded)
+    small = [{"role": "user", "content": words(100)}]
+    client.chat.completions.create(model=tag, messages=small)
+    [first] = wait_rows(guarded.db, "model = ?", (tag,))
+    estimate = first["prompt_tokens_est"]
+    for _ in range(4):  # the provider reports twice the local count
+        client.chat.completions.create(model=tag, messages=small,
+                                       extra_headers={"X-Fake-Prompt-Tokens": str(2 * estimate)})
+    wait_rows(guarded.db, "model = ?", (tag,), count=5)
+    half = [{"role": "user", "content": words(1000)}]  # about half the window by raw count
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=tag, messages=half)
+    [row] = wait_rows(guarded.db, "model = ? AND action = 'rejected'", (tag,))
+    assert row["calibration_factor"] == pytest.approx(2.0)
+    assert row["prompt_tokens_est"] < 0.6 * 2000 and row["prompt_tokens_cal"] >= 0.95 * 2000
+    db = sqlite3.connect(guarded.db)
+    assert db.execute("SELECT factor FROM calibration WHERE model = ?", (tag,)).fetchone()[0] == pytest.approx(2.0)
+
+
+def test_a_window_stated_by_a_provider_error_is_learned_and_used(guarded, fake):
+    tag = model("learner")  # unknown: the provider default, 128,000
+    client = openai_client(guarded)
+    with pytest.raises(openai.BadRequestError) as raised:  # the provider's own refusal, passed through
+        client.chat.completions.create(model=tag, messages=[{"role": "user", "content": "hi"}],
+                                       extra_headers={"X-Fake-Overflow": "1000"})
+    assert "maximum context length is 1000 tokens" in raised.value.message
+    assert "x-kimi-proxy" not in raised.value.response.headers
+    [row] = wait_rows(guarded.db, "model = ?", (tag,))
+    assert [k for k, _, _ in alerts(guarded, row["id"])] == ["provider_overflow"]
+    db = sqlite3.connect(guarded.db)
+    assert db.execute("SELECT context_window FROM learned_windows WHERE model = ?", (tag,)).fetchone() == (1000,)
+    with pytest.raises(openai.BadRequestError) as again:
+        client.chat.completions.create(model=tag, messages=[{"role": "user", "content": words(1200)}])
+    assert again.value.response.headers["x-kimi-proxy"] == "refused: context window"
+    assert "of the 1,000-token context window" in again.value.message
+
+
+def test_refusals_in_french(fake, tmp_path_factory):
+    options = {"kimi_config": str(config_file(tmp_path_factory)), "kimi_lang": "fr"}
+    with Mitmdump(tmp_path_factory.mktemp("guard-fr"), upstream_port=fake.port, options=options) as proxy:
+        with pytest.raises(openai.BadRequestError) as raised:
+            openai_client(proxy).chat.completions.create(
+                model="small", messages=[{"role": "user", "content": words(2500)}])
+        assert "- Kimi Proxy a refusé cette requête avant qu" in raised.value.message
+        assert "fenêtre de contexte de 2\u202f000 tokens" in raised.value.message
+        with pytest.raises(anthropic.BadRequestError) as claude:
+            anthropic_client(proxy).messages.create(model="small", max_tokens=10,
+                                                    messages=[{"role": "user", "content": words(2500)}])
+        message = claude.value.body["error"]["message"]
+        assert message.startswith("prompt is too long: ") and "Kimi Proxy a refusé" in message
+
+
+@pytest.mark.parametrize("option,value,message", [
+    ("kimi_reject_at", "lots", "kimi_reject_at / kimi_alert_at: 'lots' is not a ratio (write 0.95 or 95%)"),
+    ("kimi_alert_at", "0.5,200%", "kimi_reject_at / kimi_alert_at: '200%' is not between 0 and 100%"),
+])
+def test_a_bad_threshold_stops_mitmdump_at_start_up(fake, tmp_path, option, value, message):
+    proxy = Mitmdump(tmp_path, upstream_port=fake.port, options={option: value})
+    try:
+        proxy.start(timeout=20)
+    except RuntimeError:
+        pass  # exited before listening
+    assert proxy.proc.wait(timeout=20) == 1
+    assert message in proxy.log()
