@@ -52,6 +52,7 @@ class Calibration:
 
     def __init__(self, samples: int = RATIO_SAMPLES) -> None:
         self._ratios: dict[str, deque[float]] = {}
+        self._factors: dict[str, float] = {}  # the median of each model's ratios
         self._samples = samples
         self._lock = threading.Lock()
 
@@ -62,19 +63,17 @@ class Calibration:
         low, high = RATIO_BOUNDS
         ratio = min(high, max(low, reported / estimate))
         with self._lock:
-            self._ratios.setdefault(model, deque(maxlen=self._samples)).append(ratio)
-        return self.factor(model)
+            ratios = self._ratios.setdefault(model, deque(maxlen=self._samples))
+            ratios.append(ratio)
+            factor = self._factors[model] = statistics.median(ratios)
+        return factor
 
     def factor(self, model: str | None) -> float:
-        with self._lock:
-            ratios = list(self._ratios.get(model or "", ()))
-        return statistics.median(ratios) if ratios else 1.0
+        return self._factors.get(model or "", 1.0)
 
     def largest(self) -> float:
         """The largest factor of any model: a bound for requests not yet parsed."""
-        with self._lock:
-            factors = [statistics.median(r) for r in self._ratios.values() if r]
-        return max(factors, default=1.0)
+        return max(self._factors.values(), default=1.0)
 
     def ratios(self, model: str) -> list[float]:
         with self._lock:
@@ -83,6 +82,8 @@ class Calibration:
     def load(self, model: str, ratios: list[float]) -> None:
         with self._lock:
             self._ratios[model] = deque(ratios[-self._samples:], maxlen=self._samples)
+            if ratios:
+                self._factors[model] = statistics.median(self._ratios[model])
 
 
 @dataclass(frozen=True, slots=True)

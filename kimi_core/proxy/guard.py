@@ -11,6 +11,7 @@ estimate per model, and an overflow error that states a window is learned.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 
@@ -93,10 +94,7 @@ class KimiGuard:
         if not ctx.options.kimi_guard or not self._may_matter(flow, call):
             call.when_analysed(lambda: self._judge(flow, call))
             return
-        try:
-            await call.analysis
-        except Exception:  # noqa: BLE001 -- the meter reports it; the request goes on unjudged
-            return
+        await asyncio.wait([call.analysis])  # its failure is the meter's to report: then no judgement
         self._judge(flow, call)
         decision = call.decision
         if decision is not None and decision.refuse:
