@@ -142,11 +142,33 @@ class Windows:
     """Windows by model; ``learn`` is safe from any thread."""
 
     def __init__(self, config: dict[str, int] | None = None) -> None:
-        self.config = {_base(k): v for k, v in (config or {}).items()}
+        self.config: dict[str, int] = {}
         self.learned: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._cache: dict[tuple[str | None, str | None], Window] = {}  # cleared on every change
+        self.configure(config or {})
+
+    def configure(self, config: dict[str, int]) -> None:
+        """The user's windows, by model name or prefix."""
+        self.config = {_base(k): v for k, v in config.items()}
+        self._cache = {}
+
+    def remember(self, model: str, tokens: int) -> None:
+        """A window learned earlier (from the database)."""
+        with self._lock:
+            self.learned[_base(model)] = tokens
+            self._cache = {}
 
     def window(self, model: str | None, provider: str | None) -> Window:
+        key = (model, provider)
+        found = self._cache.get(key)
+        if found is None:
+            found = self._resolve(model, provider)
+            if len(self._cache) < 10_000:
+                self._cache[key] = found
+        return found
+
+    def _resolve(self, model: str | None, provider: str | None) -> Window:
         if model:
             base = _base(model)
             if (n := self.learned.get(base)) is not None:
@@ -169,4 +191,5 @@ class Windows:
             if self.learned.get(base) == stated:
                 return None
             self.learned[base] = stated
+            self._cache = {}
         return stated

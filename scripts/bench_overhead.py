@@ -92,7 +92,7 @@ class Target:
 
 
 def chat_body(content: str, stream: bool = False) -> bytes:
-    return json.dumps({"model": "gpt-4o", "stream": stream,
+    return json.dumps({"model": "gpt-4.1", "stream": stream,
                        "messages": [{"role": "system", "content": "You are a coding agent."},
                                     {"role": "user", "content": content}]}).encode()
 
@@ -131,7 +131,7 @@ def bench_replay(targets: list[Target], turns: int, seed: int) -> dict[str, list
     bodies = []
     for turn in range(turns):
         messages.append({"role": "user", "content": f"turn {turn}: " + text_of(1500, rng)})
-        bodies.append(json.dumps({"model": "gpt-4o", "messages": messages}).encode())
+        bodies.append(json.dumps({"model": "gpt-4.1", "messages": messages}).encode())
         messages.append({"role": "assistant", "content": f"done {turn}: " + text_of(500, rng)})
     return rotate(targets, turns, lambda t, i: t.post(bodies[i]))
 

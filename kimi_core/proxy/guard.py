@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Coroutine
 
 from mitmproxy import ctx, exceptions, http
 
@@ -74,26 +75,35 @@ class KimiGuard:
         except ValueError as e:
             raise exceptions.OptionsError(f"kimi_reject_at / kimi_alert_at: {e}") from e
         if "kimi_config" in updated:
-            self.kimi.windows.config = {
-                name: m.context_window for name, m in self.kimi.config.models.items() if m.context_window
-            }
+            self.kimi.windows.configure(
+                {name: m.context_window for name, m in self.kimi.config.models.items() if m.context_window})
 
     def running(self) -> None:
         store = self.kimi.store
         if store is not None:
             for model, ratios in store.calibration.items():
                 self.kimi.calibration.load(model, ratios)
-            self.kimi.windows.learned.update(store.learned_windows)
+            for model, tokens in store.learned_windows.items():
+                self.kimi.windows.remember(model, tokens)
 
     # -- requests ---------------------------------------------------------------------
 
-    async def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow) -> Coroutine[None, None, None] | None:
+        """Judge the request once counted; hold it for its count only if it could matter.
+
+        mitmproxy awaits what a hook returns: the coroutine is made only for a
+        request that must wait, so the rest pay nothing for it.
+        """
         call = self.kimi.call(flow)
         if call is None or call.analysis is None or flow.response is not None:
-            return
+            return None
         if not ctx.options.kimi_guard or not self._may_matter(flow, call):
             call.when_analysed(lambda: self._judge(flow, call))
-            return
+            return None
+        return self._hold(flow, call)
+
+    async def _hold(self, flow: http.HTTPFlow, call: LLMCall) -> None:
+        assert call.analysis is not None
         await asyncio.wait([call.analysis])  # its failure is the meter's to report: then no judgement
         self._judge(flow, call)
         decision = call.decision

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Coroutine
 
 from mitmproxy import ctx, exceptions, http
 
@@ -58,6 +59,8 @@ def summary(call: LLMCall) -> str:
 
 
 def parse_reply(dialect: str, raw: bytes) -> Reply:
+    if not raw:
+        return Reply()
     try:
         return dialects.parse_response(dialect, json.loads(raw))
     except (ValueError, RecursionError, BodyError) as e:
@@ -131,15 +134,31 @@ class KimiMeter:
             call.watcher = StreamWatcher(call.dialect, sse, response.headers.get("content-encoding", ""))
             response.stream = call.watcher
 
-    async def response(self, flow: http.HTTPFlow) -> None:
+    def response(self, flow: http.HTTPFlow) -> Coroutine[None, None, None] | None:
+        """Read the usage; a big body is parsed in a thread (mitmproxy awaits what this returns)."""
         call = self.kimi.call(flow)
         if call is None:
-            return
-        if call.dialect is not None and call.action != "rejected":
-            call.reply = await self._reply(call, flow.response)
-            if call.reply.error:
-                status = flow.response.status_code if flow.response else "-"
-                call.errors.append(f"provider error ({status}): {call.reply.error[:300]}")
+            return None
+        response = flow.response
+        if call.dialect is None or call.action == "rejected" or response is None:
+            flow.comment = summary(call)
+            return None
+        if call.watcher is None and response.raw_content is not None and len(response.raw_content) > PARSE_INLINE_LIMIT:
+            return self._read_big(flow, call)
+        self._replied(flow, call, self._reply(call, response))
+        return None
+
+    async def _read_big(self, flow: http.HTTPFlow, call: LLMCall) -> None:
+        assert flow.response is not None
+        raw = self._body(flow.response)
+        reply = await asyncio.to_thread(parse_reply, call.dialect, raw) if isinstance(raw, bytes) else raw
+        self._replied(flow, call, reply)
+
+    def _replied(self, flow: http.HTTPFlow, call: LLMCall, reply: Reply) -> None:
+        call.reply = reply
+        if reply.error:
+            status = flow.response.status_code if flow.response else "-"
+            call.errors.append(f"provider error ({status}): {reply.error[:300]}")
         flow.comment = summary(call)
 
     def error(self, flow: http.HTTPFlow) -> None:
@@ -165,26 +184,25 @@ class KimiMeter:
         if call.reply is not None or flow.error is not None:
             flow.comment = summary(call)
 
-    async def _reply(self, call: LLMCall, response: http.Response | None) -> Reply:
+    def _reply(self, call: LLMCall, response: http.Response) -> Reply:
         assert call.dialect is not None
-        if response is None:
-            return Reply()
         if call.watcher is not None:
             reply = call.watcher.result()
             if call.watcher.error:
                 call.errors.append(call.watcher.error)
             return reply
+        raw = self._body(response)
+        return parse_reply(call.dialect, raw) if isinstance(raw, bytes) else raw
+
+    @staticmethod
+    def _body(response: http.Response) -> bytes | Reply:
+        """The decoded body, or a Reply that says why there is none to read."""
         if response.raw_content is None:
             return Reply(error="response body streamed by mitmproxy (stream_large_bodies): usage not read")
         try:
-            raw = response.get_content(strict=True) or b""
+            return response.get_content(strict=True) or b""
         except ValueError as e:
             return Reply(error=f"cannot decode the response body: {e}")
-        if not raw:
-            return Reply()
-        if len(raw) > PARSE_INLINE_LIMIT:
-            return await asyncio.to_thread(parse_reply, call.dialect, raw)
-        return parse_reply(call.dialect, raw)
 
     def _note(self, call: LLMCall, message: str, flow: http.HTTPFlow) -> None:
         call.errors.append(message)
