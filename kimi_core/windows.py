@@ -63,6 +63,21 @@ BUILTIN_WINDOWS: dict[str, int] = {
     # Google
     "gemini-2.5": 1_048_576,
     "gemini-3": 1_048_576,
+    # Served by several hosts (Groq, Together, Fireworks, Cerebras, NVIDIA, OpenRouter,
+    # Zhipu, DashScope, xAI); values rounded up where versions differ.
+    "grok-3": 131_072,
+    "grok-4": 256_000,
+    "grok-code-fast": 256_000,
+    "glm-4.5": 131_072,
+    "glm-4.6": 200_000,
+    "qwen-max": 131_072,
+    "qwen-plus": 1_000_000,
+    "qwen3-coder": 1_000_000,
+    "qwen3": 262_144,
+    "llama-3.1": 131_072,
+    "llama-3.3": 131_072,
+    "llama-4": 1_048_576,
+    "deepseek-v3": 131_072,
 }
 
 PROVIDER_DEFAULTS: dict[str, int] = {

@@ -73,3 +73,14 @@ def test_stated_maximum(message, tokens):
 ])
 def test_is_overflow(message, overflow):
     assert is_overflow(message) is overflow
+
+
+@pytest.mark.parametrize("model,provider,tokens", [
+    ("llama-3.3-70b-versatile", "groq", 131_072),
+    ("meta-llama/Llama-3.3-70B-Instruct-Turbo", "together", 131_072),
+    ("glm-4.6", "zhipu", 200_000),
+    ("qwen3-coder-plus", "dashscope", 1_000_000),
+    ("grok-4-0709", "xai", 256_000),
+])
+def test_models_of_the_other_hosts(model, provider, tokens):
+    assert Windows().window(model, provider).tokens == tokens
