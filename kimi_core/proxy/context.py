@@ -34,7 +34,6 @@ class LLMCall:
     dialect: str | None  # None: a provider host, but not a generation endpoint
     host: str
     path: str  # credentials redacted
-    started: float
     session: Session | None = None
     analysis: asyncio.Future[Analysis] | None = None
     watcher: StreamWatcher | None = None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.proxy import mode_specs
@@ -93,7 +92,6 @@ class KimiTraffic:
             dialect=dialect_for(flow.request.path, flow.request.method, provider),
             host=flow.request.host,
             path=path,
-            started=flow.request.timestamp_start or time.time(),
         )
         self.kimi.calls[flow] = call
         flow.metadata["kimi"] = {"provider": provider.name, "dialect": call.dialect}
