@@ -1,9 +1,11 @@
 """The ``kimi-proxy`` command: read what the proxy recorded.
 
     kimi-proxy show REQUEST_ID [--response] [--db PATH]
+    kimi-proxy restore SHA256_OR_PREFIX [--db PATH]
 
-prints a stored request body (rebuilt from its content-addressed parts) or
-its response. Errors are one line on stderr and a non-zero exit.
+``show`` prints a stored request body (rebuilt from its content-addressed
+parts) or its response; ``restore`` prints the original of a compacted tool
+result, byte for byte. Errors are one line on stderr and a non-zero exit.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import sys
 from pathlib import Path
 
 from kimi_core.errors import KimiError
-from kimi_core.store.store import load_request_body, load_response_body
+from kimi_core.store.store import load_archive, load_request_body, load_response_body
 
 DEFAULT_DB = "~/.kimi-proxy/kimi.db"
 
@@ -50,6 +52,12 @@ def show(args: argparse.Namespace) -> int:
     return 0
 
 
+def restore(args: argparse.Namespace) -> int:
+    sys.stdout.buffer.write(load_archive(connect(args.db), args.sha))
+    sys.stdout.buffer.flush()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kimi-proxy", description="Read what Kimi Proxy recorded.")
     parser.add_argument("--db", default=DEFAULT_DB, help=f"the database (default {DEFAULT_DB})")
@@ -59,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--response", action="store_true", help="the response instead of the request")
     p.add_argument("--db", default=argparse.SUPPRESS, help="the database")
     p.set_defaults(func=show)
+    p = sub.add_parser("restore", help="print the original of a compacted tool result, byte for byte")
+    p.add_argument("sha", help="its sha256 (as the marker in the compacted text gives it), or a prefix")
+    p.add_argument("--db", default=argparse.SUPPRESS, help="the database")
+    p.set_defaults(func=restore)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -50,3 +50,37 @@ def test_errors_are_one_line_and_a_non_zero_exit(db, args, message):
 def test_no_database(tmp_path):
     out = kimi_proxy("show", "x", "--db", str(tmp_path / "none.db"))
     assert out.returncode == 1 and out.stderr.startswith("kimi-proxy: no database at ")
+
+
+ORIGINAL = "résultat de l'outil\x1b[31m rouge\x1b[0m\r\n" + "ligne\n" * 1000 + "fin sans retour"
+
+
+@pytest.fixture(scope="module")
+def archived(tmp_path_factory):
+    from kimi_core.store import ArchiveRecord
+    path = tmp_path_factory.mktemp("archive") / "kimi.db"
+    store = Store(path)
+    store.open()
+    store.start()
+    store.submit(ArchiveRecord(ORIGINAL, 3000, 200, "r1", "read_file"))
+    store.submit(ArchiveRecord("another", 1, 1, "r2", "ls"))
+    store.close()
+    return path
+
+
+def test_restore_prints_the_original_byte_for_byte(archived):
+    import hashlib
+    digest = hashlib.sha256(ORIGINAL.encode()).hexdigest()
+    for key in (digest, digest[:12], digest[:12].upper()):
+        out = subprocess.run([sys.executable, "-m", "kimi_core.cli", "restore", key, "--db", str(archived)],
+                             capture_output=True, check=False)
+        assert (out.returncode, out.stdout, out.stderr) == (0, ORIGINAL.encode(), b"")
+
+
+@pytest.mark.parametrize("key,message", [
+    ("0000", "kimi-proxy: no archived tool result matches 0000\n"),
+    ("xyz!", "kimi-proxy: 'xyz!' is not a sha256 or a prefix of one (4 to 64 hex digits)\n"),
+])
+def test_restore_errors(archived, key, message):
+    out = kimi_proxy("restore", key, "--db", str(archived))
+    assert (out.returncode, out.stderr) == (1, message)

@@ -47,7 +47,10 @@ def test_schema_after_migrating(tmp_path):
     assert tables["alerts"] == ["id", "ts", "session_id", "request_id", "level", "kind", "message"]
     assert tables["calibration"] == ["model", "ratios", "factor", "updated_at"]
     assert tables["learned_windows"] == ["model", "context_window", "learned_at", "message"]
-    assert [n for (n,) in db.execute("SELECT name FROM _sqlite_migrations")] == ["001_initial", "002_context_guard"]
+    assert tables["archives"] == ["sha256", "original", "original_tokens", "kept_tokens", "request_id",
+                                  "tool_name", "created_at"]
+    assert [n for (n,) in db.execute("SELECT name FROM _sqlite_migrations")] == [
+        "001_initial", "002_context_guard", "003_archives"]
 
 
 def test_upgrading_a_database_of_the_first_schema_keeps_its_rows(tmp_path):
@@ -88,7 +91,7 @@ def test_reopening_applies_nothing_twice(tmp_path):
         s.open()
         s.close()
     db = sqlite3.connect(tmp_path / "kimi.db")
-    assert db.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0] == 2
+    assert db.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0] == 3
 
 
 def test_database_and_directory_are_private(store):

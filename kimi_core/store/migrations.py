@@ -108,3 +108,20 @@ def m002_context_guard(db: Database) -> None:
         {"model": str, "context_window": int, "learned_at": str, "message": str},
         pk="model",
     )
+
+
+@migrations(name="003_archives")
+def m003_archives(db: Database) -> None:
+    """Originals of compacted tool results, so that nothing is lost."""
+    db["archives"].create(
+        {
+            "sha256": str,  # hex digest of the original text encoded as UTF-8
+            "original": bytes,  # the original UTF-8 bytes, as an LZ4 frame (lz4.frame)
+            "original_tokens": int,
+            "kept_tokens": int,  # tokens of what was sent instead
+            "request_id": str,  # the first request it was compacted in
+            "tool_name": str,
+            "created_at": str,
+        },
+        pk="sha256",
+    )

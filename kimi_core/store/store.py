@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import queue
+import re
 import sqlite3
 import threading
 import time
@@ -83,6 +84,15 @@ class WindowRecord:
     model: str
     context_window: int
     message: str
+
+
+@dataclass(slots=True)
+class ArchiveRecord:
+    original: str  # the tool result before compaction
+    original_tokens: int
+    kept_tokens: int
+    request_id: str
+    tool_name: str | None
 
 
 @dataclass(slots=True)
@@ -338,7 +348,9 @@ class Store:
 
     # -- the proxy's side: never blocks, never raises ------------------------------
 
-    def submit(self, record: SessionRecord | RequestRecord | AlertRecord | CalibrationRecord | WindowRecord) -> None:
+    def submit(self, record: Any) -> None:
+        """Queue a record (``SessionRecord``, ``RequestRecord``, ``AlertRecord``, ``CalibrationRecord``,
+        ``WindowRecord``, ``ArchiveRecord``) for the writer."""
         with self._count_lock:
             if self._queued >= self.max_pending:
                 self.lost += 1
@@ -481,6 +493,12 @@ class Store:
         elif isinstance(r, CalibrationRecord):
             conn.execute("INSERT OR REPLACE INTO calibration (model, ratios, factor, updated_at) VALUES (?, ?, ?, ?)",
                          (r.model, json.dumps(r.ratios), r.factor, stamp))
+        elif isinstance(r, ArchiveRecord):
+            data = r.original.encode("utf-8", "surrogatepass")
+            conn.execute("INSERT OR IGNORE INTO archives (sha256, original, original_tokens, kept_tokens, request_id, "
+                         "tool_name, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         (hashlib.sha256(data).hexdigest(), lz4.frame.compress(data), r.original_tokens,
+                          r.kept_tokens, r.request_id, r.tool_name, stamp))
         elif isinstance(r, WindowRecord):
             conn.execute("INSERT OR REPLACE INTO learned_windows (model, context_window, learned_at, message) "
                          "VALUES (?, ?, ?, ?)", (r.model, r.context_window, stamp, r.message))
@@ -536,6 +554,20 @@ def load_request_body(conn: sqlite3.Connection, request_id: str) -> Any:
         parts = [_blob(conn, h) for h in json.loads(history)]
         body[MODULES[row[2]].HISTORY_KEY] = [json.loads(p) if p is not None else None for p in parts]
     return body
+
+
+def load_archive(conn: sqlite3.Connection, digest_or_prefix: str) -> bytes:
+    """The original bytes of a compacted tool result, by its sha256 or a unique prefix of it."""
+    prefix = digest_or_prefix.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{4,64}", prefix):
+        raise StoreError(f"{digest_or_prefix!r} is not a sha256 or a prefix of one (4 to 64 hex digits)")
+    rows = conn.execute("SELECT sha256, original FROM archives WHERE sha256 LIKE ? || '%' LIMIT 2",
+                        (prefix,)).fetchall()
+    if not rows:
+        raise StoreError(f"no archived tool result matches {prefix}")
+    if len(rows) > 1:
+        raise StoreError(f"more than one archived tool result matches {prefix}: give more digits")
+    return lz4.frame.decompress(rows[0][1])
 
 
 def load_response_body(conn: sqlite3.Connection, request_id: str) -> bytes | None:
