@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from kimi_core.errors import KimiError
-from kimi_core.store.store import load_archive, load_request_body, load_response_body
+from kimi_core.store.read import load_archive, load_request_body, load_response_body
 
 DEFAULT_DB = "~/.kimi-proxy/kimi.db"
 

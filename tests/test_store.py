@@ -7,7 +7,7 @@ import lz4.frame
 import pytest
 
 from kimi_core.store import RequestRecord, SessionRecord, Store, load_request_body
-from kimi_core.store.store import load_response_body
+from kimi_core.store.read import load_response_body
 
 
 def row(i, session="s1", **extra):

@@ -31,7 +31,7 @@ from kimi_core.guard import (
 from kimi_core.providers import GEMINI
 from kimi_core.proxy.context import KimiContext, LLMCall
 from kimi_core.store import AlertRecord, CalibrationRecord, WindowRecord
-from kimi_core.store.store import now_iso
+from kimi_core.store.records import now_iso
 from kimi_core.windows import is_overflow
 
 logger = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from mitmproxy import ctx, exceptions, http
 from kimi_core.errors import StoreError
 from kimi_core.proxy.context import KimiContext, LLMCall
 from kimi_core.store import RequestRecord, SessionRecord, Store
-from kimi_core.store.store import now_iso
+from kimi_core.store.records import now_iso
 
 logger = logging.getLogger(__name__)
 

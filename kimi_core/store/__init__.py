@@ -1,14 +1,16 @@
-from kimi_core.store.store import (
+"""Kimi's SQLite store: records in (``records``), one writer thread (``store``), bodies as blobs
+(``blobs``), migrations (``migrations``), and reading back (``read``)."""
+
+from kimi_core.store.read import load_archive, load_request_body, load_response_body
+from kimi_core.store.records import (
     AlertRecord,
     ArchiveRecord,
     CalibrationRecord,
     RequestRecord,
     SessionRecord,
-    Store,
     WindowRecord,
-    load_archive,
-    load_request_body,
 )
+from kimi_core.store.store import Store
 
-__all__ = ["AlertRecord", "ArchiveRecord", "CalibrationRecord", "RequestRecord", "SessionRecord", "Store", "WindowRecord",
-           "load_archive", "load_request_body"]
+__all__ = ["AlertRecord", "ArchiveRecord", "CalibrationRecord", "RequestRecord", "SessionRecord", "Store",
+           "WindowRecord", "load_archive", "load_request_body", "load_response_body"]

@@ -1,4 +1,4 @@
-"""The SQLite store: rows written by one background thread, never on the request path.
+"""The SQLite store's writer: rows written by one background thread, never on the request path.
 
 Data model (see ``migrations`` for every column): a ``requests`` row per LLM
 call, tied to a ``sessions`` row. Bodies are split so that the database grows
@@ -17,28 +17,32 @@ silence. ``close`` writes what is queued before mitmdump exits.
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 import logging
 import os
 import queue
-import re
 import sqlite3
 import threading
 import time
-from collections import OrderedDict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import lz4.frame
 from sqlite_utils import Database
 
-from kimi_core.dialects import MODULES
 from kimi_core.errors import StoreError
-from kimi_core.redact import redact_text
+from kimi_core.store.blobs import Blobs, Prepared
 from kimi_core.store.migrations import migrations
+from kimi_core.store.records import (
+    AlertRecord,
+    ArchiveRecord,
+    CalibrationRecord,
+    RequestRecord,
+    SessionRecord,
+    WindowRecord,
+    now_iso,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,228 +52,6 @@ MAX_RETRY_DELAY = 2.0
 BUSY_TIMEOUT = 2.0  # seconds one write waits for another writer's lock
 
 
-def now_iso(ts: float | None = None) -> str:
-    moment = datetime.datetime.fromtimestamp(ts if ts is not None else time.time(), datetime.UTC)
-    return moment.isoformat(timespec="milliseconds")
-
-
-@dataclass(slots=True)
-class SessionRecord:
-    id: str
-    name: str
-    provider: str | None
-    started_at: str
-    mode: str
-
-
-@dataclass(slots=True)
-class AlertRecord:
-    ts: str
-    session_id: str | None
-    request_id: str
-    level: float
-    kind: str
-    message: str
-
-
-@dataclass(slots=True)
-class CalibrationRecord:
-    model: str
-    ratios: list[float]
-    factor: float
-
-
-@dataclass(slots=True)
-class WindowRecord:
-    model: str
-    context_window: int
-    message: str
-
-
-@dataclass(slots=True)
-class ArchiveRecord:
-    original: str  # the tool result before compaction
-    original_tokens: int
-    kept_tokens: int
-    request_id: str
-    tool_name: str | None
-
-
-@dataclass(slots=True)
-class RequestRecord:
-    row: dict[str, Any]  # columns of ``requests`` (bodies excluded)
-    request_body: Any = None  # parsed JSON, or raw bytes when it did not parse
-    history_key: str | None = None
-    response_body: Any = None  # bytes, or a JSON-able summary of a stream
-    # The request's text with its history list's span and each item's span and
-    # digest (see ``kimi_core.analysis``): items are then stored as sent.
-    text: str | None = None
-    history: tuple[int, int] | None = None
-    items: list[tuple[int, int]] | None = None
-    digests: list[bytes] | None = None
-    # This request's analysis number, and the earlier one whose first ``reused``
-    # items it repeats: their blobs are taken from that request's history.
-    seq: int = 0
-    prior_seq: int | None = None
-    reused: int = 0
-
-
-@dataclass(slots=True)
-class _Prepared:
-    row: dict[str, Any]
-    blobs: dict[str, bytes] = field(default_factory=dict)  # new blobs: hash -> uncompressed bytes
-    refs: set[str] = field(default_factory=set)  # blobs already stored, used again
-
-
-def _later(ts: str, before: str, by: datetime.timedelta) -> bool:
-    """True when ISO time ``ts`` is more than ``by`` after ``before``."""
-    try:
-        return datetime.datetime.fromisoformat(ts) - datetime.datetime.fromisoformat(before) > by
-    except ValueError:
-        return True
-
-
-def _redacted(text: str) -> bytes:
-    try:
-        return redact_text(text).encode("utf-8")
-    except UnicodeEncodeError:  # lone surrogates (valid in JSON escapes): keep them escaped
-        return redact_text(text.encode("utf-8", "surrogatepass").decode("utf-8", "backslashreplace")).encode()
-
-
-class _Blobs:
-    """Turns body parts into content-addressed blobs (writer thread only).
-
-    Agents resend their history every turn, so most parts were stored before:
-    a part is recognised by a fast hash of its JSON text and, when its blob is
-    known to be in the database, only referenced again, without being redacted,
-    hashed or compressed anew.
-    """
-
-    # A blob used again gets its ``last_used`` refreshed at most this often:
-    # retention needs minutes, not every turn (that would be O(history) per turn).
-    TOUCH_EVERY = datetime.timedelta(minutes=5)
-
-    def __init__(self, size: int = 200_000) -> None:
-        self.known: OrderedDict[str, str] = OrderedDict()  # blob in the database -> its last_used there
-        self._unwritten: dict[str, str] = {}  # later uses not yet written to last_used
-        self._seen: OrderedDict[bytes, str] = OrderedDict()  # JSON text hash -> blob hash
-        # Recent histories by analysis number: (ts, message blob hashes).
-        self._histories: OrderedDict[int, tuple[str, list[str]]] = OrderedDict()
-        self._size = size
-
-    def forget(self) -> None:
-        self.known.clear()
-        self._unwritten.clear()
-        self._seen.clear()
-        self._histories.clear()
-
-    def stored(self, written: dict[str, str]) -> None:
-        """These blobs now have these ``last_used`` in the database."""
-        for d, ts in written.items():
-            self.known[d] = ts
-            self.known.move_to_end(d)
-            self._unwritten.pop(d, None)
-        while len(self.known) > self._size:
-            self._unwritten.pop(self.known.popitem(last=False)[0], None)
-
-    def touches(self, last_used: dict[str, str], new: dict[str, bytes]) -> list[tuple[str, str]]:
-        """``(ts, hash)`` of the blobs whose ``last_used`` is worth writing now; the rest is remembered."""
-        out = []
-        for digest, ts in last_used.items():
-            if digest in new:
-                continue
-            before = self.known.get(digest)
-            if before is None or _later(ts, before, self.TOUCH_EVERY):
-                out.append((ts, digest))
-            elif ts > before:
-                self._unwritten[digest] = max(ts, self._unwritten.get(digest, ts))
-        return out
-
-    def unwritten(self) -> list[tuple[str, str]]:
-        """Every remembered use, to write before retention decides what is oldest.
-
-        Messages reused from an earlier history were not looked at one by one:
-        the histories held here count as uses of all their messages.
-        """
-        uses = dict(self._unwritten)
-        for ts, hashes in self._histories.values():
-            for d in hashes:
-                if ts > uses.get(d, ""):
-                    uses[d] = ts
-        return [(ts, d) for d, ts in uses.items()]
-
-    def _history(self, prepared: _Prepared, record: RequestRecord) -> list[str]:
-        """The blob hashes of the record's history items; reused ones come from the prior history."""
-        assert record.text is not None and record.items is not None and record.digests is not None
-        text = record.text
-        prior = self._histories.get(record.prior_seq) if record.prior_seq is not None else None
-        first = record.reused if prior is not None and len(prior[1]) >= record.reused else 0
-        hashes = prior[1][:first] if prior is not None and first else []
-        hashes += [self.text(prepared, text[a:b], key)
-                   for (a, b), key in zip(record.items[first:], record.digests[first:])]
-        if record.seq:
-            self._histories[record.seq] = (prepared.row.get("ts") or "", hashes)
-            if record.prior_seq is not None:
-                self._histories.pop(record.prior_seq, None)  # the conversation moved on
-            while len(self._histories) > 64:
-                self._histories.popitem(last=False)
-        return hashes
-
-    def part(self, prepared: _Prepared, value: Any) -> str:
-        """The blob of a body part: bytes as they are, anything else as compact JSON."""
-        if isinstance(value, (bytes, bytearray)):
-            try:
-                data = _redacted(bytes(value).decode("utf-8"))
-            except UnicodeDecodeError:
-                data = bytes(value)
-            return self._put(prepared, data)
-        return self.text(prepared, json.dumps(value, ensure_ascii=False, separators=(",", ":")))
-
-    def text(self, prepared: _Prepared, text: str, key: bytes | None = None) -> str:
-        """The blob of a JSON text, known by ``key`` (a digest of the text) when given."""
-        if key is None:
-            key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-        digest = self._seen.get(key)
-        if digest is not None and digest in self.known:
-            self._seen.move_to_end(key)
-            prepared.refs.add(digest)
-            return digest
-        digest = self._put(prepared, _redacted(text))
-        self._seen[key] = digest
-        if len(self._seen) > self._size:
-            self._seen.popitem(last=False)
-        return digest
-
-    @staticmethod
-    def _put(prepared: _Prepared, data: bytes) -> str:
-        digest = hashlib.sha256(data).hexdigest()
-        prepared.blobs[digest] = data
-        return digest
-
-    def prepare(self, record: RequestRecord) -> _Prepared:
-        """Split a record's bodies into blobs; a body that cannot be serialised is noted, not stored."""
-        prepared = _Prepared(dict(record.row))
-        body = record.request_body
-        try:
-            if record.text is not None and record.history and record.items is not None and record.digests:
-                text, (start, end) = record.text, record.history
-                prepared.row["request_body"] = self.text(prepared, text[:start] + "null" + text[end:])
-                hashes = self._history(prepared, record)
-                prepared.row["history"] = self._put(prepared, json.dumps(hashes).encode())
-            elif isinstance(body, dict) and record.history_key and isinstance(body.get(record.history_key), list):
-                envelope = {k: (None if k == record.history_key else v) for k, v in body.items()}
-                prepared.row["request_body"] = self.part(prepared, envelope)
-                hashes = [self.part(prepared, m) for m in body[record.history_key]]
-                prepared.row["history"] = self._put(prepared, json.dumps(hashes).encode())
-            elif body is not None:
-                prepared.row["request_body"] = self.part(prepared, body)
-            if record.response_body is not None:
-                prepared.row["response_body"] = self.part(prepared, record.response_body)
-        except (ValueError, TypeError, RecursionError) as e:
-            note = f"body not stored: {type(e).__name__}: {str(e)[:100]}"
-            prepared = _Prepared(dict(record.row))
-            prepared.row["error"] = "; ".join(x for x in (record.row.get("error"), note) if x)
-        return prepared
 
 
 class Store:
@@ -289,7 +71,7 @@ class Store:
         self._closing = threading.Event()  # cuts short the wait between retries
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
-        self._blobs = _Blobs()
+        self._blobs = Blobs()
         self._blob_bytes = 0
         self.named_sessions: list[SessionRecord] = []
         self.calibration: dict[str, list[float]] = {}  # model -> ratios, as stored
@@ -435,7 +217,7 @@ class Store:
             elif self.store_bodies:
                 prepared.append(self._blobs.prepare(r))
             else:
-                prepared.append(_Prepared(dict(r.row)))
+                prepared.append(Prepared(dict(r.row)))
         conn = self._conn
         assert conn is not None
         stamp = now_iso()
@@ -444,7 +226,7 @@ class Store:
         conn.execute("BEGIN IMMEDIATE")
         try:
             for p in prepared:
-                if not isinstance(p, _Prepared):
+                if not isinstance(p, Prepared):
                     self._write_other(conn, p, stamp)
                     continue
                 ts = p.row.get("ts") or stamp
@@ -523,55 +305,3 @@ class Store:
         self._blobs.forget()
         logger.info("kimi: retention limit reached; removed %d stored bodies (%.1f MB)",
                     len(doomed), freed / 1e6)
-
-
-def _blob(conn: sqlite3.Connection, digest: str | None) -> bytes | None:
-    if digest is None:
-        return None
-    row = conn.execute("SELECT data FROM blobs WHERE hash = ?", (digest,)).fetchone()
-    return lz4.frame.decompress(row[0]) if row else None
-
-
-def load_request_body(conn: sqlite3.Connection, request_id: str) -> Any:
-    """The stored request body rebuilt as JSON (bytes if it was not JSON); None if expired.
-
-    Parts dropped by retention come back as None: the whole history list, or
-    single messages.
-    """
-    row = conn.execute("SELECT request_body, history, dialect FROM requests WHERE id = ?",
-                       (request_id,)).fetchone()
-    if row is None:
-        raise StoreError(f"no request {request_id!r}")
-    envelope = _blob(conn, row[0])
-    if envelope is None:
-        return None
-    try:
-        body = json.loads(envelope)
-    except (ValueError, UnicodeDecodeError):
-        return envelope
-    history = _blob(conn, row[1])
-    if history is not None and isinstance(body, dict) and row[2] in MODULES:
-        parts = [_blob(conn, h) for h in json.loads(history)]
-        body[MODULES[row[2]].HISTORY_KEY] = [json.loads(p) if p is not None else None for p in parts]
-    return body
-
-
-def load_archive(conn: sqlite3.Connection, digest_or_prefix: str) -> bytes:
-    """The original bytes of a compacted tool result, by its sha256 or a unique prefix of it."""
-    prefix = digest_or_prefix.strip().lower()
-    if not re.fullmatch(r"[0-9a-f]{4,64}", prefix):
-        raise StoreError(f"{digest_or_prefix!r} is not a sha256 or a prefix of one (4 to 64 hex digits)")
-    rows = conn.execute("SELECT sha256, original FROM archives WHERE sha256 LIKE ? || '%' LIMIT 2",
-                        (prefix,)).fetchall()
-    if not rows:
-        raise StoreError(f"no archived tool result matches {prefix}")
-    if len(rows) > 1:
-        raise StoreError(f"more than one archived tool result matches {prefix}: give more digits")
-    return lz4.frame.decompress(rows[0][1])
-
-
-def load_response_body(conn: sqlite3.Connection, request_id: str) -> bytes | None:
-    row = conn.execute("SELECT response_body FROM requests WHERE id = ?", (request_id,)).fetchone()
-    if row is None:
-        raise StoreError(f"no request {request_id!r}")
-    return _blob(conn, row[0])

@@ -1,0 +1,178 @@
+"""Bodies as content-addressed blobs: split, redacted, hashed once, remembered.
+
+Runs in the store's writer thread only. A request body becomes its envelope,
+one blob per history item (exactly as sent, when its text spans are known)
+and the list of those blobs; every blob is keyed by the sha256 of its
+redacted bytes. Recently written blobs, recent histories and when each blob
+was last used are remembered so that a resent history costs what is new.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from kimi_core.redact import redact_text
+from kimi_core.store.records import RequestRecord
+
+
+@dataclass(slots=True)
+class Prepared:
+    row: dict[str, Any]
+    blobs: dict[str, bytes] = field(default_factory=dict)  # new blobs: hash -> uncompressed bytes
+    refs: set[str] = field(default_factory=set)  # blobs already stored, used again
+
+
+def _later(ts: str, before: str, by: datetime.timedelta) -> bool:
+    """True when ISO time ``ts`` is more than ``by`` after ``before``."""
+    try:
+        return datetime.datetime.fromisoformat(ts) - datetime.datetime.fromisoformat(before) > by
+    except ValueError:
+        return True
+
+
+def _redacted(text: str) -> bytes:
+    try:
+        return redact_text(text).encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates (valid in JSON escapes): keep them escaped
+        return redact_text(text.encode("utf-8", "surrogatepass").decode("utf-8", "backslashreplace")).encode()
+
+
+class Blobs:
+    """Turns body parts into content-addressed blobs (writer thread only).
+
+    Agents resend their history every turn, so most parts were stored before:
+    a part is recognised by a fast hash of its JSON text and, when its blob is
+    known to be in the database, only referenced again, without being redacted,
+    hashed or compressed anew.
+    """
+
+    # A blob used again gets its ``last_used`` refreshed at most this often:
+    # retention needs minutes, not every turn (that would be O(history) per turn).
+    TOUCH_EVERY = datetime.timedelta(minutes=5)
+
+    def __init__(self, size: int = 200_000) -> None:
+        self.known: OrderedDict[str, str] = OrderedDict()  # blob in the database -> its last_used there
+        self._unwritten: dict[str, str] = {}  # later uses not yet written to last_used
+        self._seen: OrderedDict[bytes, str] = OrderedDict()  # JSON text hash -> blob hash
+        # Recent histories by analysis number: (ts, message blob hashes).
+        self._histories: OrderedDict[int, tuple[str, list[str]]] = OrderedDict()
+        self._size = size
+
+    def forget(self) -> None:
+        self.known.clear()
+        self._unwritten.clear()
+        self._seen.clear()
+        self._histories.clear()
+
+    def stored(self, written: dict[str, str]) -> None:
+        """These blobs now have these ``last_used`` in the database."""
+        for d, ts in written.items():
+            self.known[d] = ts
+            self.known.move_to_end(d)
+            self._unwritten.pop(d, None)
+        while len(self.known) > self._size:
+            self._unwritten.pop(self.known.popitem(last=False)[0], None)
+
+    def touches(self, last_used: dict[str, str], new: dict[str, bytes]) -> list[tuple[str, str]]:
+        """``(ts, hash)`` of the blobs whose ``last_used`` is worth writing now; the rest is remembered."""
+        out = []
+        for digest, ts in last_used.items():
+            if digest in new:
+                continue
+            before = self.known.get(digest)
+            if before is None or _later(ts, before, self.TOUCH_EVERY):
+                out.append((ts, digest))
+            elif ts > before:
+                self._unwritten[digest] = max(ts, self._unwritten.get(digest, ts))
+        return out
+
+    def unwritten(self) -> list[tuple[str, str]]:
+        """Every remembered use, to write before retention decides what is oldest.
+
+        Messages reused from an earlier history were not looked at one by one:
+        the histories held here count as uses of all their messages.
+        """
+        uses = dict(self._unwritten)
+        for ts, hashes in self._histories.values():
+            for d in hashes:
+                if ts > uses.get(d, ""):
+                    uses[d] = ts
+        return [(ts, d) for d, ts in uses.items()]
+
+    def _history(self, prepared: Prepared, record: RequestRecord) -> list[str]:
+        """The blob hashes of the record's history items; reused ones come from the prior history."""
+        assert record.text is not None and record.items is not None and record.digests is not None
+        text = record.text
+        prior = self._histories.get(record.prior_seq) if record.prior_seq is not None else None
+        first = record.reused if prior is not None and len(prior[1]) >= record.reused else 0
+        hashes = prior[1][:first] if prior is not None and first else []
+        hashes += [self.text(prepared, text[a:b], key)
+                   for (a, b), key in zip(record.items[first:], record.digests[first:])]
+        if record.seq:
+            self._histories[record.seq] = (prepared.row.get("ts") or "", hashes)
+            if record.prior_seq is not None:
+                self._histories.pop(record.prior_seq, None)  # the conversation moved on
+            while len(self._histories) > 64:
+                self._histories.popitem(last=False)
+        return hashes
+
+    def part(self, prepared: Prepared, value: Any) -> str:
+        """The blob of a body part: bytes as they are, anything else as compact JSON."""
+        if isinstance(value, (bytes, bytearray)):
+            try:
+                data = _redacted(bytes(value).decode("utf-8"))
+            except UnicodeDecodeError:
+                data = bytes(value)
+            return self._put(prepared, data)
+        return self.text(prepared, json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+
+    def text(self, prepared: Prepared, text: str, key: bytes | None = None) -> str:
+        """The blob of a JSON text, known by ``key`` (a digest of the text) when given."""
+        if key is None:
+            key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        digest = self._seen.get(key)
+        if digest is not None and digest in self.known:
+            self._seen.move_to_end(key)
+            prepared.refs.add(digest)
+            return digest
+        digest = self._put(prepared, _redacted(text))
+        self._seen[key] = digest
+        if len(self._seen) > self._size:
+            self._seen.popitem(last=False)
+        return digest
+
+    @staticmethod
+    def _put(prepared: Prepared, data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        prepared.blobs[digest] = data
+        return digest
+
+    def prepare(self, record: RequestRecord) -> Prepared:
+        """Split a record's bodies into blobs; a body that cannot be serialised is noted, not stored."""
+        prepared = Prepared(dict(record.row))
+        body = record.request_body
+        try:
+            if record.text is not None and record.history and record.items is not None and record.digests:
+                text, (start, end) = record.text, record.history
+                prepared.row["request_body"] = self.text(prepared, text[:start] + "null" + text[end:])
+                hashes = self._history(prepared, record)
+                prepared.row["history"] = self._put(prepared, json.dumps(hashes).encode())
+            elif isinstance(body, dict) and record.history_key and isinstance(body.get(record.history_key), list):
+                envelope = {k: (None if k == record.history_key else v) for k, v in body.items()}
+                prepared.row["request_body"] = self.part(prepared, envelope)
+                hashes = [self.part(prepared, m) for m in body[record.history_key]]
+                prepared.row["history"] = self._put(prepared, json.dumps(hashes).encode())
+            elif body is not None:
+                prepared.row["request_body"] = self.part(prepared, body)
+            if record.response_body is not None:
+                prepared.row["response_body"] = self.part(prepared, record.response_body)
+        except (ValueError, TypeError, RecursionError) as e:
+            note = f"body not stored: {type(e).__name__}: {str(e)[:100]}"
+            prepared = Prepared(dict(record.row))
+            prepared.row["error"] = "; ".join(x for x in (record.row.get("error"), note) if x)
+        return prepared
