@@ -4,20 +4,24 @@ import asyncio
 import gzip
 import json
 import logging
+import runpy
 import sqlite3
+from pathlib import Path
 
 import pytest
 from mitmproxy import eventsequence, exceptions, hooks, http
 from mitmproxy.test import taddons, tflow
 
-from kimi_core.proxy import (
-    KimiContext,
-    KimiGuard,
-    KimiMeter,
-    KimiRecorder,
-    KimiSessions,
-    KimiTraffic,
-)
+from kimi_core.proxy import KimiContext, KimiTraffic
+
+ENTRY_SCRIPT = Path(__file__).resolve().parents[1] / "addons" / "kimi.py"
+
+
+def kimi_addons():
+    """The addons exactly as ``addons/kimi.py`` assembles them, with their shared context."""
+    script = runpy.run_path(str(ENTRY_SCRIPT))
+    return script["kimi"], script["addons"]
+
 
 CHAT = {"model": "gpt-4", "messages": [{"role": "user", "content": "hello world"}]}
 CHAT_REPLY = {"model": "gpt-4", "choices": [{"message": {"content": "hi"}}],
@@ -64,8 +68,7 @@ class Harness:
 @pytest.fixture
 def harness(tmp_path):
     async def make():
-        kimi = KimiContext()
-        addons = [KimiTraffic(kimi), KimiSessions(kimi), KimiMeter(kimi), KimiGuard(kimi), KimiRecorder(kimi)]
+        kimi, addons = kimi_addons()
         tctx = taddons.context(*addons)
         tctx.options.update(kimi_db=str(tmp_path / "kimi.db"))
         return Harness(tctx, kimi, tmp_path / "kimi.db")
