@@ -14,6 +14,7 @@ except ImportError:  # loaded by path from a plain checkout
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kimi_core.proxy import (
+    KimiCompactor,
     KimiContext,
     KimiGuard,
     KimiMeter,
@@ -28,6 +29,7 @@ addons = [
     KimiTraffic(kimi),
     KimiSessions(kimi),
     KimiMeter(kimi),
+    KimiCompactor(kimi),
     KimiGuard(kimi),
     KimiRecorder(kimi),
 ]

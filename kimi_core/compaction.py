@@ -23,22 +23,27 @@ import hashlib
 import json
 import math
 import re
+import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+import cachetools
+
+from kimi_core import tokens
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
 # Lines that may collapse although their numbers differ: progress and timestamped logs.
 # Other lines differing only in numbers (file_0001.py, file_0002.py) are information.
-_PROGRESS = re.compile(r"\d%|\d+/\d+|\d{4}-\d{2}-\d{2}|\d{2}:\d{2}:\d{2}|\bETA\b|it/s|[KMG]i?B/s", re.IGNORECASE)
+_PROGRESS = re.compile(r"\d%|\d/\d|\d{4}-\d\d-\d\d|\d\d:\d\d:\d\d|ETA|it/s|B/s")
 _BLANKS = re.compile(r"\n{3,}")
 _DIGITS = re.compile(r"\d+")
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{1,}|\d{3,}")
-_SALIENT = re.compile(
-    r"\b(?:error|errors|failed|failure|fail|fatal|exception|traceback|panic|warning|warn|"
-    r"assert(?:ion)?|denied|refused|timeout|timed out|not found|undefined|segfault|critical)\b",
-    re.IGNORECASE,
-)
+# Matched in lower-cased text, without word boundaries: ``re`` is several times
+# faster so, and "fail" then also finds "failed", "failure", "FAILURES".
+_SALIENT = re.compile(r"error|fail|fatal|exception|traceback|panic|warn|assert|denied|refused|timeout|"
+                      r"timed out|not found|undefined|segfault|critical")
 MIN_RUN = 3  # identical-shape lines in a row before they are collapsed
 OVERLAP = 0.10
 
@@ -47,30 +52,40 @@ def sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _shape(line: str) -> str:
-    """What makes lines alike: the line itself, or for progress and log lines, its numbers blanked."""
-    line = line.strip()
-    return _DIGITS.sub("#", line) if _PROGRESS.search(line) else line
-
-
 def collapse_runs(lines: list[str]) -> list[str]:
-    """Runs of MIN_RUN or more same-shape lines become their first and last line and a count."""
+    """Runs of MIN_RUN or more alike lines become their first and last line and a count.
+
+    Alike: identical, or for progress and log lines, identical but for their numbers.
+    """
+    stripped = [line.strip() for line in lines]
+    shapes = [_DIGITS.sub("#", line) for line in stripped]
     out: list[str] = []
     i = 0
     while i < len(lines):
         j = i + 1
-        shape = _shape(lines[i])
-        while j < len(lines) and shape and _shape(lines[j]) == shape:
+        while j < len(lines) and shapes[j] == shapes[i]:
             j += 1
-        run = j - i
-        if run >= MIN_RUN:
-            out.append(lines[i])
-            out.append(f"[... {run - 2} similar lines ...]")
-            out.append(lines[j - 1])
-        else:
-            out.extend(lines[i:j])
+        if j - i >= MIN_RUN and stripped[i] and (shapes[i] == stripped[i] or _PROGRESS.search(stripped[i])):
+            _collapsed(out, lines, i, j)
+        else:  # same shape but not progress: only exact repeats collapse
+            k = i
+            while k < j:
+                m = k + 1
+                while m < j and stripped[m] == stripped[k]:
+                    m += 1
+                if m - k >= MIN_RUN and stripped[k]:
+                    _collapsed(out, lines, k, m)
+                else:
+                    out.extend(lines[k:m])
+                k = m
         i = j
     return out
+
+
+def _collapsed(out: list[str], lines: list[str], start: int, end: int) -> None:
+    out.append(lines[start])
+    out.append(f"[... {end - start - 2} similar lines ...]")
+    out.append(lines[end - 1])
 
 
 def clean(text: str) -> str:
@@ -89,7 +104,7 @@ def clean(text: str) -> str:
 
 
 def terms(text: str) -> list[str]:
-    return [w.lower() for w in _WORD.findall(text)]
+    return _WORD.findall(text.lower())
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,10 +115,9 @@ class Chunk:
     tokens: int
 
 
-def chunks(lines: list[str], size: int, count: Callable[[str], int]) -> list[Chunk]:
+def chunks(lines: list[str], size: int, line_tokens: list[int]) -> list[Chunk]:
     """Consecutive chunks of about ``size`` tokens, each overlapping the previous by 10%."""
     out: list[Chunk] = []
-    line_tokens = [count(line) + 1 for line in lines]
     start = 0
     while start < len(lines):
         end, total = start, 0
@@ -146,7 +160,7 @@ def scores(pieces: list[Chunk], query: str) -> list[float]:
     top = max(relevance, default=0.0) or 1.0
     out = []
     for i, c in enumerate(pieces):
-        salient = len(_SALIENT.findall(c.text))
+        salient = len(_SALIENT.findall(c.text.lower()))
         score = relevance[i] / top + min(1.0, salient / 3)
         if i == 0 or i == len(pieces) - 1:
             score += 1.5
@@ -169,15 +183,22 @@ class Compacted:
 
 
 def compact(text: str, budget: int, query: str, count: Callable[[str], int]) -> Compacted:
-    """``text`` within ``budget`` tokens; deterministic for the same inputs."""
+    """``text`` within ``budget`` tokens; deterministic for the same inputs.
+
+    Whole texts are counted exactly, lines are estimated from the text's
+    tokens per character (counting 40,000 lines one by one costs seconds);
+    the result is counted again and trimmed until it really fits.
+    """
     digest = sha256(text)
-    original = count(text)
     cleaned = clean(text)
     cleaned_tokens = count(cleaned)
+    original = cleaned_tokens if cleaned == text else count(text)
     if cleaned_tokens <= budget:
         return Compacted(cleaned, digest, original, cleaned_tokens, True)
-    lines = cleaned.split("\n")
-    pieces = chunks(lines, max(64, budget // 8), count)
+    lines = as_lines(cleaned)
+    per_char = cleaned_tokens / max(1, len(cleaned))
+    line_tokens = [1 + int(len(line) * per_char) for line in lines]
+    pieces = chunks(lines, max(64, budget // 8), line_tokens)
     score = scores(pieces, query)
     ranked = sorted(range(len(pieces)), key=lambda i: (-score[i], i))
     kept: list[int] = []
@@ -186,29 +207,101 @@ def compact(text: str, budget: int, query: str, count: Callable[[str], int]) -> 
         if used + pieces[i].tokens + MARKER_TOKENS * (len(kept) + 2) <= budget:
             kept.append(i)
             used += pieces[i].tokens
-    result = _assemble(lines, pieces, sorted(kept), digest, count)
-    while count(result) > budget and kept:  # markers longer than reckoned: drop the weakest
+    result = _assemble(lines, pieces, sorted(kept), digest, line_tokens)
+    kept_tokens = count(result)
+    while kept_tokens > budget and kept:  # denser than estimated: drop the weakest
         kept.pop()
-        result = _assemble(lines, pieces, sorted(kept), digest, count)
-    return Compacted(result, digest, original, count(result), False)
+        result = _assemble(lines, pieces, sorted(kept), digest, line_tokens)
+        kept_tokens = count(result)
+    return Compacted(result, digest, original, kept_tokens, False)
 
 
+def as_lines(text: str) -> list[str]:
+    """Lines to select from: JSON one member or item per line, overlong lines cut."""
+    lines = None
+    if text[:1] in ("{", "["):
+        try:
+            lines = json_lines(json.loads(text))
+        except (ValueError, RecursionError):
+            pass
+    if lines is None:
+        lines = text.split("\n")
+    out: list[str] = []
+    for line in lines:
+        while len(line) > MAX_LINE:  # minified code, one-line JSON values: cut, at a space if near
+            cut = line.rfind(" ", MAX_LINE // 2, MAX_LINE) + 1 or MAX_LINE
+            out.append(line[:cut])
+            line = line[cut:]
+        out.append(line)
+    return out
+
+
+def json_lines(value: Any, prefix: str = "", suffix: str = "") -> list[str]:
+    """``value`` as JSON, one small member or item per line, no indentation (still valid JSON)."""
+    flat = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    if len(flat) <= JSON_LINE or not isinstance(value, (dict, list)) or not value:
+        return [prefix + flat + suffix]
+    if isinstance(value, dict):
+        members = [(json.dumps(k, ensure_ascii=False) + ":", v) for k, v in value.items()]
+        opening, closing = "{", "}"
+    else:
+        members = [("", v) for v in value]
+        opening, closing = "[", "]"
+    lines = [prefix + opening]
+    for n, (key, v) in enumerate(members):
+        lines.extend(json_lines(v, key, "," if n < len(members) - 1 else ""))
+    lines.append(closing + suffix)
+    return lines
+
+
+MAX_LINE = 2000  # characters
+JSON_LINE = 200  # a JSON value this long or shorter stays on one line
 MARKER_TOKENS = 40
 
 
 def _assemble(lines: list[str], pieces: list[Chunk], kept: list[int], digest: str,
-              count: Callable[[str], int]) -> str:
+              line_tokens: list[int]) -> str:
     """The kept chunks in their order, overlaps merged, a marker in each gap."""
     out: list[str] = []
     covered = 0  # lines emitted so far
     for i in kept:
         c = pieces[i]
         if c.start > covered:
-            gap = lines[covered:c.start]
-            out.append(marker(len(gap), count("\n".join(gap)), digest))
+            out.append(marker(c.start - covered, sum(line_tokens[covered:c.start]), digest))
         out.append("\n".join(lines[max(c.start, covered):c.end]))
         covered = max(covered, c.end)
     if covered < len(lines):
-        gap = lines[covered:]
-        out.append(marker(len(gap), count("\n".join(gap)), digest))
+        out.append(marker(len(lines) - covered, sum(line_tokens[covered:]), digest))
     return "\n".join(out)
+
+
+class Compactor:
+    """``compact`` with a cache by content, query, budget and encoding.
+
+    Agents resend the same tool results on every turn; their compaction is
+    done once and reused for ``ttl`` seconds. Bounded by the characters kept.
+    cachetools' TTLCache does the expiry and size accounting; the lock makes
+    it safe to share between the loop and the analysis thread.
+    """
+
+    def __init__(self, ttl: float = 300, max_chars: int = 32_000_000) -> None:
+        self._cache: cachetools.TTLCache = cachetools.TTLCache(
+            maxsize=max_chars, ttl=ttl, getsizeof=lambda c: len(c.text) + 200)
+        self._lock = threading.Lock()
+        self.hits = 0
+
+    def compact(self, text: str, budget: int, query: str, encoding: str) -> Compacted:
+        key = (sha256(text), hashlib.blake2b(query.encode("utf-8", "surrogatepass")).digest(), budget, encoding)
+        with self._lock:
+            found = self._cache.get(key)
+            if found is not None:  # put back: five minutes from the last use, not the first
+                self.hits += 1
+                self._cache[key] = found
+                return found
+        result = compact(text, budget, query, tokens.counter_for(encoding))
+        with self._lock:
+            try:
+                self._cache[key] = result
+            except ValueError:  # bigger than the whole cache
+                pass
+        return result

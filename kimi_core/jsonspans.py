@@ -138,3 +138,45 @@ def resume(text: str, key: str, prior: Parsed) -> Parsed:
     parsed.obj[key] = values
     parsed.items, parsed.whole, parsed.head, parsed.resumable = spans, (prior.whole[0], end), prior.head, True
     return _rest(text, end, key, parsed)
+
+
+def locate(text: str, idx: int, path: tuple[str | int, ...]) -> Span:
+    """The span of the value at ``path`` inside the JSON value starting at ``text[idx]``.
+
+    Object keys are matched as ``json.loads`` keeps them (the last duplicate
+    wins), list positions count from 0. Raises ``Unusual`` (a ValueError) if
+    the path is not there.
+    """
+    idx = _ws(text, idx).end()
+    for step in path:
+        if isinstance(step, int):
+            if text[idx:idx + 1] != "[":
+                raise Unusual(f"expected a list at {idx}")
+            spans = elements(text, idx)
+            if not 0 <= step < len(spans):
+                raise Unusual(f"no item {step} in the list at {idx}")
+            idx = spans[step][0]
+            continue
+        if text[idx:idx + 1] != "{":
+            raise Unusual(f"expected an object at {idx}")
+        found = None
+        idx = _ws(text, idx + 1).end()
+        while text[idx:idx + 1] != "}":
+            name, idx = json.decoder.scanstring(text, idx + 1)
+            idx = _ws(text, _ws(text, idx).end() + 1).end()  # past ':'
+            if name == step:
+                found = idx
+            _, idx = _decoder.raw_decode(text, idx)
+            idx = _ws(text, idx).end()
+            if text[idx:idx + 1] == ",":
+                idx = _ws(text, idx + 1).end()
+        if found is None:
+            raise Unusual(f"no key {step!r} in the object")
+        idx = found
+    _, end = _decoder.raw_decode(text, idx)
+    return idx, end
+
+
+def elements(text: str, idx: int) -> list[Span]:
+    """The span of each item of the list starting at ``text[idx] == "["``."""
+    return _array(text, idx)[1]

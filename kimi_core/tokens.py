@@ -21,6 +21,7 @@ resends a growing conversation pays only for the new messages.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import tempfile
@@ -120,6 +121,20 @@ class Count:
     message_tokens: int = 0  # their share of ``tokens``, framing included
 
 
+def _count(enc: tiktoken.Encoding, s: str) -> int:
+    try:
+        return len(enc.encode_ordinary(s))
+    except UnicodeEncodeError:
+        # Lone surrogates (valid in JSON escapes, not in UTF-8).
+        return len(enc.encode_ordinary(s.encode("utf-8", "replace").decode("utf-8")))
+
+
+def counter_for(encoding_name: str) -> Callable[[str], int]:
+    """A plain counting function, for many small one-off pieces (not worth memoising)."""
+    enc, _ = encoding(encoding_name)
+    return functools.partial(_count, enc)
+
+
 class TokenCounter:
     """Counts requests; safe to call from worker threads."""
 
@@ -146,12 +161,7 @@ class TokenCounter:
                 self._memo.move_to_end(key)
                 self.hits += 1
                 return n
-        s = text()
-        try:
-            n = len(enc.encode_ordinary(s))
-        except UnicodeEncodeError:
-            # Lone surrogates (valid in JSON escapes, not in UTF-8).
-            n = len(enc.encode_ordinary(s.encode("utf-8", "replace").decode("utf-8")))
+        n = _count(enc, text())
         with self._memo_lock:
             self.misses += 1
             self._memo[key] = n

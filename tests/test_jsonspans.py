@@ -76,3 +76,20 @@ def test_resume_refuses_what_parse_refuses():
     prior = jsonspans.parse('{"messages": [1, 2]}', "messages")
     with pytest.raises(ValueError):
         jsonspans.resume('{"messages": [1, 2 3]}', "messages", prior)
+
+
+@pytest.mark.parametrize("text, path, value", [
+    ('{"a": {"b": [1, {"c": "x"}]}}', ("a", "b", 1, "c"), "x"),
+    ('{"a": 1, "a": {"k": 2}}', ("a", "k"), 2),  # the last duplicate, as json.loads keeps it
+    (' [ 0 , [ "y" ] ] ', (1, 0), "y"),
+    ('{"a": "\\u00e9\\"}"}', ("a",), "é\"}"),
+])
+def test_locate_finds_the_span_json_loads_would_read(text, path, value):
+    a, b = jsonspans.locate(text, 0, path)
+    assert json.loads(text[a:b]) == value
+
+
+@pytest.mark.parametrize("path", [("missing",), ("a", 5), ("a", 0, "x")])
+def test_locate_raises_value_error_when_the_path_is_not_there(path):
+    with pytest.raises(ValueError):
+        jsonspans.locate('{"a": [1]}', 0, path)

@@ -42,15 +42,16 @@ def test_schema_after_migrating(tmp_path):
         "completion_tokens", "cached_tokens", "ttfb_ms", "duration_ms", "action", "error"]
     assert {"request_body", "response_body", "messages"} <= set(tables["requests"])
     assert tables["blobs"] == ["hash", "size", "data", "created_at", "last_used"]
-    assert tables["requests"][-5:] == ["context_window", "window_source", "calibration_factor",
-                                       "prompt_tokens_cal", "window_share"]
+    assert tables["requests"][-8:] == ["context_window", "window_source", "calibration_factor",
+                                       "prompt_tokens_cal", "window_share",
+                                       "tokens_before", "tokens_after", "compacted_results"]
     assert tables["alerts"] == ["id", "ts", "session_id", "request_id", "level", "kind", "message"]
     assert tables["calibration"] == ["model", "ratios", "factor", "updated_at"]
     assert tables["learned_windows"] == ["model", "context_window", "learned_at", "message"]
     assert tables["archives"] == ["sha256", "original", "original_tokens", "kept_tokens", "request_id",
                                   "tool_name", "created_at"]
     assert [n for (n,) in db.execute("SELECT name FROM _sqlite_migrations")] == [
-        "001_initial", "002_context_guard", "003_archives"]
+        "001_initial", "002_context_guard", "003_archives", "004_compaction"]
 
 
 def test_upgrading_a_database_of_the_first_schema_keeps_its_rows(tmp_path):
@@ -91,7 +92,8 @@ def test_reopening_applies_nothing_twice(tmp_path):
         s.open()
         s.close()
     db = sqlite3.connect(tmp_path / "kimi.db")
-    assert db.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0] == 3
+    total, distinct = db.execute("SELECT count(*), count(DISTINCT name) FROM _sqlite_migrations").fetchone()
+    assert total == distinct >= 4
 
 
 def test_database_and_directory_are_private(store):

@@ -1,9 +1,11 @@
 """The mitmproxy addons, one concern each, sharing one ``KimiContext``.
 
 ``addons/kimi.py`` builds them in this order, which is the order their hooks
-run for each flow: recognise, tag the session, meter, record.
+run for each flow: recognise, tag the session, meter, compact tool results,
+guard the context window, record.
 """
 
+from kimi_core.proxy.compactor import KimiCompactor
 from kimi_core.proxy.context import KimiContext, LLMCall
 from kimi_core.proxy.guard import KimiGuard
 from kimi_core.proxy.meter import KimiMeter
@@ -11,4 +13,4 @@ from kimi_core.proxy.recorder import KimiRecorder
 from kimi_core.proxy.sessions import KimiSessions
 from kimi_core.proxy.traffic import KimiTraffic
 
-__all__ = ["KimiContext", "KimiGuard", "KimiMeter", "KimiRecorder", "KimiSessions", "KimiTraffic", "LLMCall"]
+__all__ = ["KimiCompactor", "KimiContext", "KimiGuard", "KimiMeter", "KimiRecorder", "KimiSessions", "KimiTraffic", "LLMCall"]

@@ -18,6 +18,7 @@ from typing import Any
 from mitmproxy import http
 
 from kimi_core.analysis import Analysis, Recent
+from kimi_core.compaction import Compactor
 from kimi_core.config import Config
 from kimi_core.dialects.base import Reply
 from kimi_core.guard import Calibration, Decision
@@ -25,6 +26,7 @@ from kimi_core.sessions import Session
 from kimi_core.store import Store
 from kimi_core.streams import StreamWatcher
 from kimi_core.tokens import TokenCounter
+from kimi_core.toolresults import Rewritten
 from kimi_core.windows import Window, Windows
 
 
@@ -44,6 +46,10 @@ class LLMCall:
     decision: Decision | None = None  # the context guard's, once the request is counted
     window: Window | None = None
     factor: float = 1.0  # the calibration factor the decision used
+    # When Kimi compacted tool results: the analysis of the body as the client
+    # sent it (``analysis`` is then that of the body sent on), and what was done.
+    original: Analysis | None = None
+    compaction: Rewritten | None = None
 
     def when_analysed(self, fn: Callable[[], None]) -> None:
         """Call ``fn`` once the request's analysis is over.
@@ -55,6 +61,12 @@ class LLMCall:
             fn()
         else:
             self.analysis.add_done_callback(lambda _: fn())
+
+    def replace_analysis(self, analysis: Analysis) -> None:
+        """The body was rewritten: from now on, its analysis is ``analysis``."""
+        future: asyncio.Future[Analysis] = asyncio.get_running_loop().create_future()
+        future.set_result(analysis)
+        self.analysis = future
 
     def result(self) -> Analysis | None:
         """The analysis if it has finished, else None."""
@@ -74,6 +86,7 @@ class KimiContext:
         self.recent = Recent()
         self.windows = Windows()
         self.calibration = Calibration()
+        self.compactor = Compactor()
         # One thread for parsing and counting big bodies: a burst of them uses
         # one core at most, and leaves the other to mitmproxy.
         self.analyser = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kimi-analyse")

@@ -29,6 +29,7 @@ from kimi_core.guard import (
     refusal,
 )
 from kimi_core.providers import GEMINI
+from kimi_core.proxy.compactor import apply, rewrite
 from kimi_core.proxy.context import KimiContext, LLMCall
 from kimi_core.store import AlertRecord, CalibrationRecord, WindowRecord
 from kimi_core.store.records import now_iso
@@ -107,8 +108,32 @@ class KimiGuard:
         await asyncio.wait([call.analysis])  # its failure is the meter's to report: then no judgement
         self._judge(flow, call)
         decision = call.decision
-        if decision is not None and decision.refuse:
+        if decision is not None and decision.refuse and not await self._rescue(flow, call):
             self._refuse(flow, call)
+
+    async def _rescue(self, flow: http.HTTPFlow, call: LLMCall) -> bool:
+        """Compact older tool results, oldest first, until the prompt is under the lowest
+        alert threshold (or at least under the refusal); False if that is not enough."""
+        result, decision, window = call.result(), call.decision, call.window
+        if result is None or result.count is None or result.request is None or decision is None or window is None:
+            return False
+        max_output = result.request.max_output_tokens
+        lowest = min((self.reject_at, *self.alert_at))
+        target = min(lowest * window.tokens, window.tokens - (max_output or 0)) / call.factor
+        done = await rewrite(self.kimi, flow, call, need=result.count.tokens - int(target))
+        if done is None or done[0].count is None:
+            return False
+        new, rewritten = done
+        rescued = decide(new.count.tokens, call.factor, window.tokens, max_output, self.reject_at, self.alert_at)
+        if rescued.refuse:
+            return False
+        apply(self.kimi, flow, call, new, rewritten)
+        call.decision = rescued
+        message = (f"{call.provider} {result.request.model}: the prompt would have taken {decision.share:.0%} "
+                   f"of the {window.tokens:,}-token window; compacting older tool results brought it to "
+                   f"{rescued.share:.0%} ({decision.estimate:,} → {rescued.estimate:,} tokens)")
+        self._alert(flow, call, rescued.alert or rescued.share, "rescued", message)
+        return True
 
     def _may_matter(self, flow: http.HTTPFlow, call: LLMCall) -> bool:
         """Could this body reach a threshold? Tokens never outnumber bytes."""

@@ -40,6 +40,10 @@ def summary(call: LLMCall) -> str:
     parts = [f"kimi: {call.provider}", model or call.dialect or "not a generation endpoint"]
     if call.action == "rejected":
         parts.append("REFUSED by Kimi")
+    if call.compaction is not None and call.original is not None and call.original.count and result and result.count:
+        n = len(call.compaction.done)
+        parts.append(f"compacted {n} tool result{'s' if n > 1 else ''}: "
+                     f"{call.original.count.tokens:,} → {result.count.tokens:,} tok")
     if result and result.count:
         approx = "~" if result.count.approximate else ""
         parts.append(f"est {approx}{result.count.tokens:,} tok")

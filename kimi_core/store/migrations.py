@@ -125,3 +125,15 @@ def m003_archives(db: Database) -> None:
         },
         pk="sha256",
     )
+
+
+@migrations(name="004_compaction")
+def m004_compaction(db: Database) -> None:
+    """What compaction did to each request (``action`` is then 'compacted').
+
+    Alerts of kind "rescued" appear from here on: a request the guard would
+    have refused, sent after older tool results were compacted.
+    """
+    db["requests"].add_column("tokens_before", int)  # local estimate of the prompt as the client sent it
+    db["requests"].add_column("tokens_after", int)  # and as Kimi sent it on, after compaction
+    db["requests"].add_column("compacted_results", int)  # how many tool results were compacted

@@ -32,6 +32,7 @@ import lz4.frame
 from sqlite_utils import Database
 
 from kimi_core.errors import StoreError
+from kimi_core.redact import redact_text
 from kimi_core.store.blobs import Blobs, Prepared
 from kimi_core.store.migrations import migrations
 from kimi_core.store.records import (
@@ -276,10 +277,13 @@ class Store:
             conn.execute("INSERT OR REPLACE INTO calibration (model, ratios, factor, updated_at) VALUES (?, ?, ?, ?)",
                          (r.model, json.dumps(r.ratios), r.factor, stamp))
         elif isinstance(r, ArchiveRecord):
-            data = r.original.encode("utf-8", "surrogatepass")
+            # Keyed by the original's digest, as the marker in the compacted text names it;
+            # stored with credentials removed, like every other body.
+            digest = hashlib.sha256(r.original.encode("utf-8", "surrogatepass")).hexdigest()
+            data = redact_text(r.original).encode("utf-8", "surrogatepass")
             conn.execute("INSERT OR IGNORE INTO archives (sha256, original, original_tokens, kept_tokens, request_id, "
                          "tool_name, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                         (hashlib.sha256(data).hexdigest(), lz4.frame.compress(data), r.original_tokens,
+                         (digest, lz4.frame.compress(data), r.original_tokens,
                           r.kept_tokens, r.request_id, r.tool_name, stamp))
         elif isinstance(r, WindowRecord):
             conn.execute("INSERT OR REPLACE INTO learned_windows (model, context_window, learned_at, message) "

@@ -1,0 +1,123 @@
+"""Compact oversized tool results before the request leaves the machine.
+
+A request waits for its analysis only when it could hold a tool result over
+``kimi_tool_budget`` (tokens never outnumber bytes, so a smaller body goes on
+at once). The results over budget are compacted (``kimi_core.compaction``)
+and spliced into the body in place (``kimi_core.toolresults``), in the
+analysis thread; the new body is analysed again so that the guard judges,
+and the row records, what is really sent. Originals go to the ``archives``
+table. The guard calls ``rewrite`` too, to rescue a request it would refuse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Coroutine
+
+from mitmproxy import ctx, exceptions, http
+
+from kimi_core.analysis import Analysis, analyse
+from kimi_core.proxy.context import KimiContext, LLMCall
+from kimi_core.store import ArchiveRecord
+from kimi_core.toolresults import Plan, Rewritten
+
+logger = logging.getLogger(__name__)
+
+
+def rescue_budget(budget: int) -> int:
+    """The budget older results are compacted to when a request must shrink to be sent."""
+    return min(budget, max(500, budget // 10))
+
+
+def _rewrite(kimi: KimiContext, analysis: Analysis, path: str, max_bytes: int, budget: int,
+             need: int) -> tuple[Analysis, Rewritten] | None:
+    """In the analysis thread: compact, splice, analyse the new body. ``need``: tokens to save by rescue."""
+    if (analysis.text is None or analysis.parsed is None or analysis.request is None or analysis.count is None
+            or analysis.dialect is None or not isinstance(analysis.body, dict)):
+        return None
+    plan = Plan(analysis.text, analysis.parsed, analysis.body, analysis.request, kimi.compactor,
+                analysis.count.encoding)
+    plan.over_budget(budget)
+    if need > 0:
+        plan.rescue(need, rescue_budget(budget))
+    rewritten = plan.apply()
+    if rewritten is None:
+        return None
+    new = analyse(rewritten.text.encode("utf-8"), "", analysis.dialect, path, kimi.counter, max_bytes, kimi.recent)
+    if new.count is None:  # cannot happen for a body spliced from a parsed one; never send what was not checked
+        logger.warning("kimi: a compacted body did not parse again (%s); sending the original", new.error)
+        return None
+    return new, rewritten
+
+
+async def rewrite(kimi: KimiContext, flow: http.HTTPFlow, call: LLMCall, need: int = 0) -> tuple[Analysis, Rewritten] | None:
+    """The request compacted, from the body the client sent: results over budget, and
+    older ones until ``need`` more tokens are saved. Not applied yet: see ``apply``."""
+    source = call.original or call.result()
+    budget = ctx.options.kimi_tool_budget
+    if source is None or budget <= 0:
+        return None
+    job = functools.partial(_rewrite, kimi, source, flow.request.path, ctx.options.kimi_max_body_mb * 1024 * 1024,
+                            budget, need)
+    try:
+        return await asyncio.get_running_loop().run_in_executor(kimi.analyser, job)
+    except Exception as e:  # noqa: BLE001 -- a compaction bug must not break the request: it goes on as sent
+        logger.warning("kimi: could not compact tool results: %r; the request goes on unchanged", e)
+        call.errors.append(f"internal error while compacting: {e!r}")
+        return None
+
+
+def apply(kimi: KimiContext, flow: http.HTTPFlow, call: LLMCall, new: Analysis, rewritten: Rewritten) -> None:
+    """Send the compacted body on, and keep the originals."""
+    if call.original is None:
+        call.original = call.result()
+    flow.request.content = rewritten.text.encode("utf-8")  # re-encoded if the client compressed it
+    call.replace_analysis(new)
+    call.compaction = rewritten
+    call.action = "compacted"
+    before = call.original.count.tokens if call.original and call.original.count else 0
+    after = new.count.tokens if new.count else 0
+    names = ", ".join(f"{d.name or 'tool'} {d.compacted.original_tokens:,} → {d.compacted.kept_tokens:,}"
+                      for d in rewritten.done)
+    logger.info("kimi: %s: compacted %d tool result(s) (%s); prompt %s → %s tokens; originals: kimi-proxy "
+                "restore %s", call.provider, len(rewritten.done), names, f"{before:,}", f"{after:,}",
+                " ".join(d.compacted.sha256[:12] for d in rewritten.done))
+    if kimi.store is not None:
+        for d in rewritten.done:
+            kimi.store.submit(ArchiveRecord(d.original, d.compacted.original_tokens, d.compacted.kept_tokens,
+                                            flow.id, d.name))
+
+
+class KimiCompactor:
+    def __init__(self, kimi: KimiContext) -> None:
+        self.kimi = kimi
+
+    def load(self, loader) -> None:
+        loader.add_option(
+            "kimi_tool_budget", int, 50_000,
+            "Tool results larger than this many tokens are compacted to it before they are sent; "
+            "the originals are kept (kimi-proxy restore). 0 turns compaction off.",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if "kimi_tool_budget" in updated and ctx.options.kimi_tool_budget < 0:
+            raise exceptions.OptionsError("kimi_tool_budget must be 0 (off) or a number of tokens")
+
+    def request(self, flow: http.HTTPFlow) -> Coroutine[None, None, None] | None:
+        """Hold the request for compaction only if it could hold a tool result over budget."""
+        call = self.kimi.call(flow)
+        budget = ctx.options.kimi_tool_budget
+        if call is None or call.analysis is None or flow.response is not None or budget <= 0:
+            return None
+        if len(flow.request.raw_content or b"") <= budget:
+            return None
+        return self._compact(flow, call)
+
+    async def _compact(self, flow: http.HTTPFlow, call: LLMCall) -> None:
+        assert call.analysis is not None
+        await asyncio.wait([call.analysis])  # its failure is the meter's to report: then nothing to compact
+        done = await rewrite(self.kimi, flow, call)
+        if done is not None:
+            apply(self.kimi, flow, call, *done)
