@@ -40,6 +40,8 @@ _PROGRESS = re.compile(r"\d%|\d/\d|\d{4}-\d\d-\d\d|\d\d:\d\d:\d\d|ETA|it/s|B/s")
 _BLANKS = re.compile(r"\n{3,}")
 _DIGITS = re.compile(r"\d+")
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{1,}|\d{3,}")
+# The parts of snake_case and camelCase identifiers, so that "needle settings" finds needle_settings.
+_SUBWORD = re.compile(r"[A-Z]?[a-z]{2,}|[A-Z]{2,}(?![a-z])")
 # Matched in lower-cased text, without word boundaries: ``re`` is several times
 # faster so, and "fail" then also finds "failed", "failure", "FAILURES".
 _SALIENT = re.compile(r"error|fail|fatal|exception|traceback|panic|warn|assert|denied|refused|timeout|"
@@ -104,7 +106,11 @@ def clean(text: str) -> str:
 
 
 def terms(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
+    """Words, numbers and identifiers, and the parts of identifiers, lower-cased."""
+    words = _WORD.findall(text.lower())
+    parts = " ".join(p for w in _WORD.findall(text) if "_" in w or not w.islower()
+                     for p in _SUBWORD.findall(w)).lower().split()
+    return words + parts
 
 
 @dataclass(frozen=True, slots=True)

@@ -221,7 +221,7 @@ class Plan:
         if p is None or len(p.text.encode("utf-8", "surrogatepass")) <= budget - p.reserve:
             return None
         result = self.compactor.compact(p.text, max(1, budget - p.reserve), self.found[n].query, self.encoding)
-        return result if result.kept_tokens < result.original_tokens else None
+        return result if result.original_tokens > budget - p.reserve else None
 
     def over_budget(self, budget: int) -> None:
         """Compact every result larger than ``budget``."""
