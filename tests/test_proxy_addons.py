@@ -267,3 +267,54 @@ def test_a_request_body_streamed_by_mitmproxy_is_noted(harness):
         assert row["error"] == "request body streamed by mitmproxy (stream_large_bodies): not counted"
         assert row["prompt_tokens"] == 11
     asyncio.run(main())
+
+
+def tool_chat(output):
+    return {"model": "gpt-4.1", "messages": [
+        {"role": "user", "content": "which file holds the ledger checksum?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "grep", "arguments": '{"q": "checksum"}'}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": output}]}
+
+
+LOG = "\n".join(f"src/pkg_{i:05d}/module_{i}.py: ok" for i in range(3000))
+
+
+def test_a_gzip_encoded_request_is_compacted_and_encoded_again(harness, caplog):
+    async def main():
+        h = await harness()
+        h.tctx.options.update(kimi_tool_budget=1000)
+        raw = gzip.compress(json.dumps(tool_chat(LOG)).encode())
+        with caplog.at_level(logging.INFO):
+            flow = await h.run(make_flow("https://api.openai.com/v1/chat/completions", raw,
+                                         {"content-encoding": "gzip"}, CHAT_REPLY))
+        assert flow.request.headers["content-encoding"] == "gzip"
+        sent = json.loads(gzip.decompress(flow.request.raw_content))
+        assert len(sent["messages"][2]["content"]) < len(LOG) // 10
+        assert int(flow.request.headers["content-length"]) == len(flow.request.raw_content)
+        assert "compacted 1 tool result:" in flow.comment and "→" in flow.comment
+        assert "kimi: openai: compacted 1 tool result(s) (grep " in caplog.text
+        [row] = h.rows()
+        assert (row["action"], row["compacted_results"]) == ("compacted", 1)
+        assert row["tokens_before"] > 30_000 and row["tokens_after"] < 1000
+    asyncio.run(main())
+
+
+def test_a_budget_of_zero_turns_compaction_off(harness):
+    async def main():
+        h = await harness()
+        h.tctx.options.update(kimi_tool_budget=0)
+        raw = json.dumps(tool_chat(LOG)).encode()
+        flow = await h.run(make_flow("https://api.openai.com/v1/chat/completions", raw, {}, CHAT_REPLY))
+        assert flow.request.raw_content == raw
+        [row] = h.rows()
+        assert row["action"] == "passed" and row["tokens_before"] is None
+    asyncio.run(main())
+
+
+def test_a_negative_budget_fails_at_start_up(harness):
+    async def main():
+        h = await harness()
+        with pytest.raises(exceptions.OptionsError, match="kimi_tool_budget"):
+            h.tctx.options.update(kimi_tool_budget=-1)
+    asyncio.run(main())
