@@ -141,35 +141,60 @@ def chunks(lines: list[str], size: int, line_tokens: list[int]) -> list[Chunk]:
     return out
 
 
-def bm25(query: list[str], docs: list[list[str]], k1: float = 1.2, b: float = 0.75) -> list[float]:
-    """Okapi BM25 score of each document for the query."""
+def bm25(query: dict[str, float], docs: list[list[str]], k1: float = 1.2, b: float = 0.75) -> list[float]:
+    """Okapi BM25 score of each document for the query's terms, each with its weight."""
     if not docs or not query:
         return [0.0] * len(docs)
     avg = sum(len(d) for d in docs) / len(docs) or 1.0
-    df = Counter(t for d in docs for t in set(d))
+    df = Counter(t for d in docs for t in set(d) if t in query)
     n = len(docs)
+    idf = {t: math.log(1 + (n - df[t] + 0.5) / (df[t] + 0.5)) for t in query}
     scores = []
     for d in docs:
         tf = Counter(d)
-        score = 0.0
-        for t in set(query):
-            if t in tf:
-                idf = math.log(1 + (n - df[t] + 0.5) / (df[t] + 0.5))
-                score += idf * tf[t] * (k1 + 1) / (tf[t] + k1 * (1 - b + b * len(d) / avg))
-        scores.append(score)
+        norm = k1 * (1 - b + b * len(d) / avg)
+        scores.append(sum(w * idf[t] * tf[t] * (k1 + 1) / (tf[t] + norm) for t, w in query.items() if t in tf))
     return scores
 
 
-def scores(pieces: list[Chunk], query: str) -> list[float]:
-    """Relevance to the query plus salience; the first and last chunks always rank high."""
-    relevance = bm25(terms(query), [terms(c.text) for c in pieces])
+@dataclass(frozen=True, slots=True)
+class Query:
+    """What the conversation asks of a tool result: the user's words, and the tool call's arguments.
+
+    The arguments name what the tool read or ran, which the whole output is
+    about; they weigh less than the question.
+    """
+
+    ask: str
+    args: str = ""
+
+    def terms(self) -> dict[str, float]:
+        weights = dict.fromkeys(terms(self.args), ARGS_WEIGHT)
+        weights.update(dict.fromkeys(terms(self.ask), 1.0))
+        return weights
+
+
+ARGS_WEIGHT = 0.25
+RELEVANCE_WEIGHT = 2.0
+SALIENCE_WEIGHT = 0.75
+EDGE_BONUS = 1.5
+
+
+def scores(pieces: list[Chunk], query: Query) -> list[float]:
+    """Relevance to the query, plus salience, plus a bonus for the first and last chunks.
+
+    Salience counts for less in outputs where it is everywhere (source code
+    says "error" in every other function).
+    """
+    relevance = bm25(query.terms(), [terms(c.text) for c in pieces])
     top = max(relevance, default=0.0) or 1.0
+    salient = [min(1.0, len(_SALIENT.findall(c.text.lower())) / 3) for c in pieces]
+    rarity = 1 - sum(1 for x in salient if x) / max(1, len(pieces))
     out = []
-    for i, c in enumerate(pieces):
-        salient = len(_SALIENT.findall(c.text.lower()))
-        score = relevance[i] / top + min(1.0, salient / 3)
+    for i in range(len(pieces)):
+        score = RELEVANCE_WEIGHT * relevance[i] / top + SALIENCE_WEIGHT * salient[i] * rarity
         if i == 0 or i == len(pieces) - 1:
-            score += 1.5
+            score += EDGE_BONUS
         out.append(score)
     return out
 
@@ -188,7 +213,7 @@ class Compacted:
     cleaned_only: bool  # the clean-up alone fitted the budget
 
 
-def compact(text: str, budget: int, query: str, count: Callable[[str], int]) -> Compacted:
+def compact(text: str, budget: int, query: Query | str, count: Callable[[str], int]) -> Compacted:
     """``text`` within ``budget`` tokens; deterministic for the same inputs.
 
     Whole texts are counted exactly, lines are estimated from the text's
@@ -201,10 +226,12 @@ def compact(text: str, budget: int, query: str, count: Callable[[str], int]) -> 
     original = cleaned_tokens if cleaned == text else count(text)
     if cleaned_tokens <= budget:
         return Compacted(cleaned, digest, original, cleaned_tokens, True)
+    if isinstance(query, str):
+        query = Query(query)
     lines = as_lines(cleaned)
     per_char = cleaned_tokens / max(1, len(cleaned))
     line_tokens = [1 + int(len(line) * per_char) for line in lines]
-    pieces = chunks(lines, max(64, budget // 8), line_tokens)
+    pieces = chunks(lines, min(CHUNK_TOKENS, max(64, budget // 8)), line_tokens)
     score = scores(pieces, query)
     ranked = sorted(range(len(pieces)), key=lambda i: (-score[i], i))
     kept: list[int] = []
@@ -260,6 +287,7 @@ def json_lines(value: Any, prefix: str = "", suffix: str = "") -> list[str]:
     return lines
 
 
+CHUNK_TOKENS = 512  # at most: finer chunks keep more of what matters, coarser ones cost fewer markers
 MAX_LINE = 2000  # characters
 JSON_LINE = 200  # a JSON value this long or shorter stays on one line
 MARKER_TOKENS = 40
@@ -296,8 +324,9 @@ class Compactor:
         self._lock = threading.Lock()
         self.hits = 0
 
-    def compact(self, text: str, budget: int, query: str, encoding: str) -> Compacted:
-        key = (sha256(text), hashlib.blake2b(query.encode("utf-8", "surrogatepass")).digest(), budget, encoding)
+    def compact(self, text: str, budget: int, query: Query, encoding: str) -> Compacted:
+        asked = f"{query.ask}\0{query.args}".encode("utf-8", "surrogatepass")
+        key = (sha256(text), hashlib.blake2b(asked).digest(), budget, encoding)
         with self._lock:
             found = self._cache.get(key)
             if found is not None:  # put back: five minutes from the last use, not the first

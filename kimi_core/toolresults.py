@@ -27,7 +27,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from kimi_core.compaction import Compacted, Compactor
+from kimi_core.compaction import Compacted, Compactor, Query
 from kimi_core.dialects.base import LLMRequest, ToolResult
 from kimi_core.jsonspans import Parsed, Span, elements, locate
 
@@ -38,7 +38,7 @@ KEEP_RECENT = 3  # tool results a rescue leaves intact, the most recent ones (as
 @dataclass(frozen=True, slots=True)
 class Found:
     result: ToolResult
-    query: str  # what the conversation asked for when the tool ran
+    query: Query  # what the conversation asked for when the tool ran
 
 
 def find(request: LLMRequest) -> list[Found]:
@@ -53,7 +53,7 @@ def find(request: LLMRequest) -> list[Found]:
             args[call.id or call.name] = call.arguments
         for result in message.tool_results:
             call_args = args.get(result.call_id) or args.get(result.name or "", "")
-            found.append(Found(result, f"{last_user}\n{call_args}"))
+            found.append(Found(result, Query(last_user, call_args)))
     return found
 
 

@@ -47,7 +47,7 @@ def test_chunks_cover_every_line_with_about_ten_percent_overlap():
 
 def test_bm25_prefers_documents_with_rare_query_terms():
     docs = [["the", "cat"], ["the", "dog", "segfault"], ["the", "the"]]
-    s = bm25(["segfault", "the"], docs)
+    s = bm25({"segfault": 1.0, "the": 1.0}, docs)
     assert s[1] == max(s) and s[2] < s[1]
 
 

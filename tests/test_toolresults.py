@@ -3,7 +3,7 @@ import json
 import pytest
 
 from kimi_core.analysis import analyse
-from kimi_core.compaction import Compactor, sha256
+from kimi_core.compaction import Compactor, Query, sha256
 from kimi_core.jsonspans import locate
 from kimi_core.tokens import TokenCounter
 from kimi_core.toolresults import Plan
@@ -151,7 +151,7 @@ def test_the_query_is_what_was_asked_when_the_tool_ran_so_later_turns_do_not_cha
                           {"role": "user", "content": "now show me module_1234 please"}]
     p1, p2 = plan(json.dumps(first).encode(), "openai-chat"), plan(json.dumps(later).encode(), "openai-chat")
     assert p1.found[0].query == p2.found[0].query
-    assert "settings toml" in p2.found[0].query and '"/srv"' in p2.found[0].query
+    assert p2.found[0].query == Query("where is the settings toml file?", '{"path": "/srv"}')
     a, b = compacted(json.dumps(first).encode(), "openai-chat"), compacted(json.dumps(later).encode(), "openai-chat")
     assert json.loads(a.text)["messages"][2] == json.loads(b.text)["messages"][2]
     assert b.text.startswith(a.text[:a.text.index('], "temperature"')])  # the rewritten prefix is stable
