@@ -126,24 +126,33 @@ def _parse_json(data: bytes, dialect: str, recent: Recent | None) -> tuple[Analy
 def analyse(raw: bytes, content_encoding: str, dialect: str, path: str,
             counter: TokenCounter, max_bytes: int, recent: Recent | None = None) -> Analysis:
     """Decode, parse and count a request body; every failure becomes ``error``."""
+    return count(*parse(raw, content_encoding, dialect, path, max_bytes, recent), counter, recent)
+
+
+def parse(raw: bytes, content_encoding: str, dialect: str, path: str, max_bytes: int,
+          recent: Recent | None = None) -> tuple[Analysis, Analysis | None]:
+    """The first stage of ``analyse``: decode and parse (quick); with the recent analysis it resumed from.
+
+    Enough to know whether the body holds an oversized tool result.
+    """
     if not raw:
-        return Analysis(error="empty request body")
+        return Analysis(error="empty request body"), None
     if len(raw) > max_bytes:
         return Analysis(raw=raw, error=f"request body of {len(raw) / 1e6:.1f} MB is over the "
-                                       f"{max_bytes / 1e6:.0f} MB analysis limit: not counted")
+                                       f"{max_bytes / 1e6:.0f} MB analysis limit: not counted"), None
     data = raw
     if content_encoding and content_encoding.strip().lower() != "identity":
         try:
             data = encoding.decode(raw, content_encoding)
         except ValueError as e:
-            return Analysis(raw=raw, error=f"cannot decode a {content_encoding}-encoded body: {e}")
+            return Analysis(raw=raw, error=f"cannot decode a {content_encoding}-encoded body: {e}"), None
         if len(data) > max_bytes:
             return Analysis(raw=raw, error=f"decoded request body of {len(data) / 1e6:.1f} MB is over the "
-                                           f"{max_bytes / 1e6:.0f} MB analysis limit: not counted")
+                                           f"{max_bytes / 1e6:.0f} MB analysis limit: not counted"), None
     try:
         result, prior = _parse_json(data, dialect, recent)
     except (ValueError, RecursionError) as e:
-        return Analysis(raw=data, error=f"request body is not JSON: {str(e)[:120]}")
+        return Analysis(raw=data, error=f"request body is not JSON: {str(e)[:120]}"), None
     try:
         if prior is not None and prior.request is not None:
             result.request = dialects.parse_request(dialect, result.body, path, result.reused, prior.request.messages)
@@ -151,6 +160,12 @@ def analyse(raw: bytes, content_encoding: str, dialect: str, path: str,
             result.request = dialects.parse_request(dialect, result.body, path)
     except BodyError as e:
         result.error = f"not a {dialect} request: {e}"
+    return result, prior
+
+
+def count(result: Analysis, prior: Analysis | None, counter: TokenCounter, recent: Recent | None = None) -> Analysis:
+    """The second stage of ``analyse``: count the parsed request (the longer part), remember it."""
+    if result.request is None or result.error:
         return result
     result.count = counter.count_request(result.request, result.digests, prior.count if prior else None)
     if recent is not None:

@@ -26,6 +26,14 @@ from kimi_core.toolresults import Plan, Rewritten
 logger = logging.getLogger(__name__)
 
 
+def oversized(analysis: Analysis, budget: int) -> bool:
+    """Could a tool result of this parsed request be over ``budget`` tokens? (Tokens never outnumber bytes.)"""
+    request = analysis.request
+    return request is not None and any(
+        len(r.content) > budget // 4 and len(r.content.encode("utf-8", "surrogatepass")) > budget
+        for m in request.messages for r in m.tool_results)
+
+
 def rescue_budget(budget: int) -> int:
     """The budget older results are compacted to when a request must shrink to be sent."""
     return min(budget, max(500, budget // 10))
@@ -109,14 +117,19 @@ class KimiCompactor:
         """Hold the request for compaction only if it could hold a tool result over budget."""
         call = self.kimi.call(flow)
         budget = ctx.options.kimi_tool_budget
-        if call is None or call.analysis is None or flow.response is not None or budget <= 0:
+        if call is None or call.parsed is None or flow.response is not None or budget <= 0:
             return None
         if len(flow.request.raw_content or b"") <= budget:
             return None
         return self._compact(flow, call)
 
     async def _compact(self, flow: http.HTTPFlow, call: LLMCall) -> None:
-        assert call.analysis is not None
+        assert call.analysis is not None and call.parsed is not None
+        # Parsing is quick; counting the whole body is not, and is waited for
+        # only when there is something to compact.
+        parsed = await call.parsed
+        if parsed is None or not oversized(parsed, ctx.options.kimi_tool_budget):
+            return
         await asyncio.wait([call.analysis])  # its failure is the meter's to report: then nothing to compact
         done = await rewrite(self.kimi, flow, call)
         if done is not None:

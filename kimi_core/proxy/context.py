@@ -38,6 +38,8 @@ class LLMCall:
     path: str  # credentials redacted
     session: Session | None = None
     analysis: asyncio.Future[Analysis] | None = None
+    # Resolved once the request is parsed, before it is counted; None if it did not parse.
+    parsed: asyncio.Future[Analysis | None] | None = None
     watcher: StreamWatcher | None = None
     reply: Reply | None = None
     action: str = "passed"
@@ -87,8 +89,11 @@ class KimiContext:
         self.windows = Windows()
         self.calibration = Calibration()
         self.compactor = Compactor()
-        # One thread for parsing and counting big bodies: a burst of them uses
-        # one core at most, and leaves the other to mitmproxy.
+        # Big bodies are parsed in one thread and counted (and compacted) in
+        # another: a request that waits to be parsed never waits behind the
+        # count of the one before, and a burst uses about a core, leaving the
+        # other to mitmproxy (parsing holds the GIL, tiktoken releases it).
+        self.parser = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kimi-parse")
         self.analyser = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kimi-analyse")
         self.store: Store | None = None
 

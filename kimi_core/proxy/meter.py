@@ -1,9 +1,11 @@
 """Measure LLM calls: parse and count the request, watch the response for usage.
 
-The request is parsed and counted in a worker thread (tiktoken releases the
-GIL), started in ``request``; neither the request nor the response waits for
-it (the row is written when it is done), so a big body never blocks the event
-loop or holds up the client.
+A big request body is parsed in one worker thread and counted in another
+(tiktoken releases the GIL), started in ``request``; a small one on the loop
+once the request is sent. ``call.parsed`` settles after parsing,
+``call.analysis`` after counting. Nothing here waits for either (the row is
+written when the count is done); the compactor and the guard wait only for
+requests where it could matter.
 Event streams are passed to the client chunk by chunk as the provider sends
 them (mitmproxy would buffer them whole), and read on the way through.
 """
@@ -17,8 +19,8 @@ from collections.abc import Coroutine
 
 from mitmproxy import ctx, exceptions, http
 
-from kimi_core import dialects, tokens
-from kimi_core.analysis import analyse
+from kimi_core import analysis, dialects, tokens
+from kimi_core.analysis import Analysis
 from kimi_core.dialects.base import Reply
 from kimi_core.errors import BodyError
 from kimi_core.providers import GEMINI
@@ -62,6 +64,23 @@ def summary(call: LLMCall) -> str:
     return " · ".join(parts)
 
 
+def _resolve(future: asyncio.Future | None, value: Analysis | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(value)
+
+
+def _copy(source: asyncio.Future, target: asyncio.Future | None) -> None:
+    """Settle ``target`` as ``source`` settled."""
+    if target is None or target.done():
+        return
+    if source.cancelled():
+        target.cancel()
+    elif (e := source.exception()) is not None:
+        target.set_exception(e)
+    else:
+        target.set_result(source.result())
+
+
 def parse_reply(dialect: str, raw: bytes) -> Reply:
     if not raw:
         return Reply()
@@ -91,6 +110,7 @@ class KimiMeter:
         asyncio.get_running_loop().run_in_executor(self.kimi.analyser, tokens.warm_up)
 
     def done(self) -> None:
+        self.kimi.parser.shutdown(wait=False, cancel_futures=True)
         self.kimi.analyser.shutdown(wait=False, cancel_futures=True)
 
     def request(self, flow: http.HTTPFlow) -> None:
@@ -107,24 +127,47 @@ class KimiMeter:
             self._note(call, "request body streamed by mitmproxy (stream_large_bodies): not counted", flow)
             return
         raw = flow.request.raw_content
+        loop = asyncio.get_running_loop()
+        call.parsed = loop.create_future()
+        call.analysis = loop.create_future()
         args = (raw, flow.request.headers.get("content-encoding", ""), call.dialect, flow.request.path,
-                self.kimi.counter, ctx.options.kimi_max_body_mb * 1024 * 1024, self.kimi.recent)
+                ctx.options.kimi_max_body_mb * 1024 * 1024, self.kimi.recent)
         if len(raw) > ANALYSE_INLINE_LIMIT or "content-encoding" in flow.request.headers:
-            call.analysis = asyncio.get_running_loop().run_in_executor(self.kimi.analyser, analyse, *args)
+            stage = loop.run_in_executor(self.kimi.parser, analysis.parse, *args)
+            stage.add_done_callback(lambda _: self._parsed(call, stage))
         else:
             # On the loop, but once mitmproxy has sent the request on: the work
             # overlaps the provider's answer instead of delaying the request.
-            loop = asyncio.get_running_loop()
-            call.analysis = future = loop.create_future()
-
-            def run() -> None:
-                try:
-                    future.set_result(analyse(*args))
-                except Exception as e:  # noqa: BLE001 -- reported by _analysed, like a failure in the thread
-                    future.set_exception(e)
-
-            loop.call_soon(run)
+            loop.call_soon(self._analyse_inline, call, args)
+        call.analysis.add_done_callback(lambda _: _resolve(call.parsed, None))  # did not parse: no more waiting
         call.analysis.add_done_callback(lambda _: self._analysed(flow, call))
+
+    def _parsed(self, call: LLMCall, stage: asyncio.Future) -> None:
+        """Parsed in the parse thread: tell who waits for it, count in the count thread."""
+        assert call.analysis is not None and call.parsed is not None
+        if stage.cancelled():
+            call.analysis.cancel()
+            return
+        if (e := stage.exception()) is not None:
+            call.analysis.set_exception(e)
+            return
+        result, prior = stage.result()
+        if result.request is None or result.error:
+            call.analysis.set_result(result)
+            return
+        _resolve(call.parsed, result)
+        counting = asyncio.get_running_loop().run_in_executor(
+            self.kimi.analyser, analysis.count, result, prior, self.kimi.counter, self.kimi.recent)
+        counting.add_done_callback(lambda _: _copy(counting, call.analysis))
+
+    def _analyse_inline(self, call: LLMCall, args: tuple) -> None:
+        assert call.analysis is not None and call.parsed is not None
+        try:
+            result, prior = analysis.parse(*args)
+            _resolve(call.parsed, result if result.request is not None and not result.error else None)
+            call.analysis.set_result(analysis.count(result, prior, self.kimi.counter, self.kimi.recent))
+        except Exception as e:  # noqa: BLE001 -- reported by _analysed, like a failure in a thread
+            call.analysis.set_exception(e)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         call = self.kimi.call(flow)
