@@ -216,6 +216,8 @@ class Plan:
 
     def compact(self, n: int, budget: int) -> Compacted | None:
         """Result ``n`` compacted to ``budget``; None if it already fits (or cannot be rewritten)."""
+        if len(self.found[n].result.content) * 4 <= budget:  # fits whatever it says: skip finding it
+            return None
         p = self.piece(n)
         # Tokens never outnumber UTF-8 bytes: smaller texts fit without counting.
         if p is None or len(p.text.encode("utf-8", "surrogatepass")) <= budget - p.reserve:

@@ -10,7 +10,9 @@ Configurations (all against the same local TLS fake provider, HTTP/1.1 keep-aliv
 Measures p50 / p99 latency of 1 KB, 100 KB and 2 MB chat requests (every
 request has new content, so Kimi's per-message memo cannot help), SSE time to
 first byte (events 50 ms apart), and a 200-turn agent conversation replay
-where each turn resends the whole history plus one new message.
+where each turn resends the whole history plus one new message, and a
+conversation that resends one huge tool result (a 2 MB ``ls -lR``) on every
+turn, which Kimi compacts (``kimi_tool_budget``) on the way.
 
     scripts/run python scripts/bench_overhead.py [--quick]
 """
@@ -22,7 +24,9 @@ import json
 import random
 import ssl
 import statistics
+import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -136,6 +140,27 @@ def bench_replay(targets: list[Target], turns: int, seed: int) -> dict[str, list
     return rotate(targets, turns, lambda t, i: t.post(bodies[i]))
 
 
+def bench_tool_turns(targets: list[Target], turns: int) -> dict[str, list[float]]:
+    """An agent conversation holding one huge tool result (``ls -lR`` of site-packages), resent every turn.
+
+    Kimi compacts it on the first turn and reuses the compaction after.
+    """
+    listing = subprocess.run(["ls", "-lR", sysconfig.get_paths()["purelib"]], capture_output=True, text=True,
+                             check=True).stdout
+    messages = [{"role": "system", "content": "You are a coding agent."},
+                {"role": "user", "content": "Where does tiktoken keep its encodings?"},
+                {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {
+                    "name": "shell", "arguments": '{"command": "ls -lR site-packages"}'}}]},
+                {"role": "tool", "tool_call_id": "call_1", "content": listing}]
+    bodies = []
+    for turn in range(turns):
+        messages.append({"role": "user", "content": f"turn {turn}: and the tests?"})
+        bodies.append(json.dumps({"model": "gpt-4.1", "messages": messages}).encode())
+        messages.append({"role": "assistant", "content": f"answer {turn}"})
+    print(f"  tool result: {len(listing) / 1e6:.1f} MB", file=sys.stderr, flush=True)
+    return rotate(targets, turns, lambda t, i: t.post(bodies[i]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Kimi Proxy overhead benchmark")
     parser.add_argument("--quick", action="store_true", help="fewer requests, for a smoke run")
@@ -162,12 +187,15 @@ def main() -> None:
             ttfb = rotate(targets, ttfb_n, lambda t, i: t.first_byte(stream_body))
             print(f"{turns}-turn replay...", file=sys.stderr, flush=True)
             replay = bench_replay(targets, turns, seed=2)
+            print("huge tool result resent...", file=sys.stderr, flush=True)
+            tool_turns = bench_tool_turns(targets, 6)
             rss = {n: rss_mb(p.proc.pid) for n, p in proxies.items() if p.proc}
         finally:
             for proxy in proxies.values():
                 proxy.stop()
     results = {t.name: {"sizes": {size: sizes[size][t.name] for size in counts}, "ttfb": ttfb[t.name],
-                        "replay": replay[t.name], "rss": rss.get(t.name)} for t in targets}
+                        "replay": replay[t.name], "tool": tool_turns[t.name], "rss": rss.get(t.name)}
+               for t in targets}
 
     names = list(results)
     print(f"\n## Kimi Proxy overhead ({'quick' if args.quick else 'full'} run; ms; lower is better)\n")
@@ -188,6 +216,10 @@ def main() -> None:
         lo, hi = q * quarter, (q + 1) * quarter
         vals = {n: statistics.median(results[n]["replay"][lo:hi]) for n in names}
         print(f"| replay turns {lo + 1}-{hi} p50 | " + " | ".join(f"{vals[n]:.2f}" for n in names)
+              + f" | {vals['kimi'] - vals['mitmdump']:+.2f} ms |")
+    for label, part in (("first turn", slice(0, 1)), ("later turns p50", slice(1, None))):
+        vals = {n: statistics.median(results[n]["tool"][part]) for n in names}
+        print(f"| huge tool result, {label} | " + " | ".join(f"{vals[n]:.2f}" for n in names)
               + f" | {vals['kimi'] - vals['mitmdump']:+.2f} ms |")
     print("| proxy RSS after run (MB) | " + " | ".join(
         "-" if results[n]["rss"] is None else f"{results[n]['rss']:.0f}" for n in names) + " | |")
