@@ -1,0 +1,73 @@
+import json
+
+import pytest
+from memory_cases import CASES, HELD_OUT, score
+
+from kimi_core.memory import (
+    CONSTRAINT,
+    INTENTION,
+    PREFERENCE,
+    Memory,
+    extract,
+    has_cue,
+    llm_body,
+    parse_llm_reply,
+    user_words,
+)
+
+
+@pytest.mark.parametrize("cases", [CASES, HELD_OUT], ids=["labelled", "held-out"])
+def test_rule_based_precision_and_recall_meet_their_targets(cases):
+    result = score(extract, cases)
+    assert result["precision"] >= 0.9 and result["recall"] >= 0.8, result["misses"]
+
+
+def test_the_same_statement_in_both_languages_has_one_canonical_form_per_language():
+    assert [m.content for m in extract("I prefer pytest over unittest. I'd rather use pytest than unittest.")] == \
+        ["prefers pytest over unittest"]
+    [m] = extract("Je préfère pytest à unittest.")
+    assert (m.kind, m.content, m.source_text) == (PREFERENCE, "préfère pytest à unittest", "Je préfère pytest à unittest.")
+
+
+def test_an_intention_keeps_its_timeframe():
+    [m] = extract("On déploie vendredi prochain.")
+    assert m.kind == INTENTION and m.content.endswith("(vendredi prochain)")
+    [m] = extract("I'm going to refactor the auth module tomorrow.")
+    assert m.content == "plans to refactor the auth module (tomorrow)"
+
+
+def test_only_the_users_own_words_are_read():
+    text = ('Look:\n```\nnever do this\n```\n> always quoted\n`never_inline` "I prefer tabs" '
+            '<system-reminder>Never X</system-reminder> The README says: always Y\nNever touch prod.')
+    words = user_words(text)
+    for gone in ("never do this", "always quoted", "never_inline", "I prefer tabs", "Never X", "always Y"):
+        assert gone not in words
+    assert [(m.kind, m.content) for m in extract(text)] == [(CONSTRAINT, "never touch prod")]
+
+
+def test_the_lexical_filter_lets_most_messages_go_at_once():
+    plain = ["Fix the failing test in utils.py", "What does this function return", "Looks good to me",
+             "Refactor the parser into two functions", "Rename the variable", "Corrige le test"]
+    assert not any(has_cue(t) for t in plain)
+    assert has_cue("I prefer X") and has_cue("on va livrer") and has_cue("la semaine prochaine")
+
+
+def test_a_huge_pasted_message_is_cut_not_scanned_whole():
+    text = "I prefer pytest over unittest.\n" + "log line with no cue at all\n" * 200_000
+    assert [m.content for m in extract(text)] == ["prefers pytest over unittest"]
+
+
+def reply(content):
+    return {"choices": [{"message": {"role": "assistant", "content": content}}]}
+
+
+def test_a_language_model_reply_is_read_or_refused():
+    good = json.dumps({"memories": [{"kind": "preference", "content": "Prefers Pytest", "confidence": 0.97}]})
+    assert parse_llm_reply(reply(good), "src") == [Memory(PREFERENCE, "prefers pytest", 0.97, "src")]
+    assert parse_llm_reply(reply('{"memories": []}'), "src") == []
+    for bad in ("Hello from the fake provider.", '{"memories": [{"kind": "wish", "content": "x"}]}',
+                '{"memories": "none"}', '[]'):
+        assert parse_llm_reply(reply(bad), "src") is None
+    assert parse_llm_reply({"error": {"message": "rate limited"}}, "src") is None
+    body = llm_body("small-model", "I prefer X")
+    assert body["model"] == "small-model" and body["messages"][-1] == {"role": "user", "content": "I prefer X"}
