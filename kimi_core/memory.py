@@ -281,7 +281,7 @@ def classify(sentence: str) -> Memory | None:
     if not has_cue(s):
         return None
     if _OTHERS.match(s) and not re.search(r"\b(?:i|we|je|j'|on|nous)\b", s, re.IGNORECASE):
-        return _constraint(s) if _RULE_INSIDE_EN.search(s) and re.match(r"^(?:the|all|every)\b", s, re.I) else None
+        return _constraint(s) if _RULE_INSIDE_EN.search(s) and re.match(r"^(?:the|all|every)\b", s, re.IGNORECASE) else None
     return _preference(s) or _intention(s) or _constraint(s)
 
 

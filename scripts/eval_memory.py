@@ -12,9 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from memory_cases import CASES, HELD_OUT, score  # noqa: E402
+from memory_cases import CASES, HELD_OUT, score
 
-from kimi_core.memory import extract  # noqa: E402
+from kimi_core.memory import extract
 
 
 def main() -> None:
