@@ -17,7 +17,9 @@ from kimi_core.proxy import (
     KimiCompactor,
     KimiContext,
     KimiGuard,
+    KimiMemory,
     KimiMeter,
+    KimiMetrics,
     KimiRecorder,
     KimiSessions,
     KimiTraffic,
@@ -31,5 +33,7 @@ addons = [
     KimiMeter(kimi),
     KimiCompactor(kimi),
     KimiGuard(kimi),
+    KimiMemory(kimi),
+    KimiMetrics(kimi),
     KimiRecorder(kimi),
 ]

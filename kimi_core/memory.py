@@ -42,17 +42,19 @@ _QUOTE_LINE = re.compile(r"^\s*>.*$", re.MULTILINE)
 _REPORTED = re.compile(r"\b(?:says|said|writes|wrote|a dit|dit|écrit)\s*:.*$", re.IGNORECASE | re.MULTILINE)
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\n+")  # "2.0" and "3.13" do not end sentences
 
-_CUES = re.compile(
-    r"prefer|rather|\blike\b.{0,30}\bbetter|always|never|must|don'?t|do not|avoid|make sure|ensure|"
-    r"plan|going to|intend|\bwill\b|'ll\b|next (?:week|month|year|sprint|quarter|release)|tomorrow|"
-    r"forbidden|not allowed|"
-    r"préf[eéè]r|plutôt|aime mieux|toujours|jamais|il faut|il ne faut|interdit|évite|je vais|on va|"
-    r"nous allons|je compte|on compte|prévo[ity]|prochaine?|demain|surtout pas|doi[st]\b|devez|"
-    r"soon|at some point|this week|monday|tuesday|wednesday|thursday|friday|saturday|sunday|"
-    r"bientôt|cette semaine|lundi|mardi|mercredi|jeudi|vendredi|samedi|dimanche",
-    re.IGNORECASE,
+# The lexical filter works on words, not with one big regex: ``re`` tries an
+# alternation at every position (3 ms for 6 KB); a set of words and
+# ``str.startswith`` with a tuple take a few hundred microseconds.
+_WORDS = re.compile(r"[\w']+")
+_CUE_STARTS = (
+    "prefer", "rather", "better", "always", "never", "must", "don't", "dont", "avoid", "ensure", "plan",
+    "intend", "going", "will", "forbidden", "allowed", "tomorrow", "next", "soon", "mandatory",
+    "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday",
+    "préf", "plutôt", "mieux", "toujours", "jamais", "faut", "interdit", "évit", "vais", "allons", "compte",
+    "prévo", "prochain", "demain", "bientôt", "doi", "devez", "surtout",
+    "lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche",
 )
-
+_CUE_PHRASES = ("do not", "make sure", "on va", "at some point", "this week", "cette semaine", "'ll ")
 _FILLER = re.compile(
     r"^(?:(?:please|pls|also|and|but|so|oh|ok|okay|by the way|btw|one more thing|important|note|"
     r"from now on|going forward|in general|généralement|à partir de maintenant|désormais|dorénavant|"
@@ -174,7 +176,10 @@ def user_words(text: str) -> str:
 
 
 def has_cue(text: str) -> bool:
-    return _CUES.search(text) is not None
+    lowered = text.lower()
+    if any(w.startswith(_CUE_STARTS) or w.endswith("'ll") for w in set(_WORDS.findall(lowered))):
+        return True
+    return any(phrase in lowered for phrase in _CUE_PHRASES)
 
 
 def sentences(text: str) -> list[str]:
@@ -226,6 +231,7 @@ def _intention(s: str) -> Memory | None:
         m = _WILL_FR.search(s)
         french = m is not None
     confidence = 0.85
+    present = False
     if m is not None:
         cue = m.group(0)[:m.start("x") - m.start(0)] if m.group("x") else ""
         x = m.group("x") or m.group("y")
@@ -238,17 +244,17 @@ def _intention(s: str) -> Memory | None:
         if m is None or not timeframe:
             return None
         french = m.re is _PRESENT_FR
-        x, confidence = m.group("x"), 0.7
+        x, confidence, present = m.group("x"), 0.7, True
     action = _tidy(_WHEN.sub("", x))
     action = re.sub(r"\s+,", ",", action).strip(" ,")
     if not action or (_TRIVIAL.match(action) and not timeframe):
         return None
     action = _words(action, 12)
     suffix = f" ({timeframe})" if timeframe else ""
-    if french:
-        return Memory(INTENTION, f"prévoit de {action}{suffix}", confidence, s)
+    if french:  # "je vais migrer": prévoit de migrer; "on déploie vendredi": prévoit : déploie
+        return Memory(INTENTION, f"prévoit {': ' if present else 'de '}{action}{suffix}", confidence, s)
     if action.split()[0].endswith("ing"):
-        return Memory(INTENTION, f"plans {action}{suffix}", confidence, s)
+        return Memory(INTENTION, f"plans: {action}{suffix}", confidence, s)
     return Memory(INTENTION, f"plans to {action}{suffix}", confidence, s)
 
 
@@ -287,15 +293,20 @@ def classify(sentence: str) -> Memory | None:
 
 def extract(text: str) -> list[Memory]:
     """Every preference, intention and constraint the user states in ``text``."""
+    return read(text)[1]
+
+
+def read(text: str) -> tuple[str, list[Memory]]:
+    """The user's own words in ``text`` and what they state; no statements if the filter drops it."""
     words = user_words(text)
     if not has_cue(words):
-        return []
+        return words, []
     found: dict[tuple[str, str], Memory] = {}
     for sentence in sentences(words):
         memory = classify(sentence)
         if memory is not None:
             found.setdefault((memory.kind, memory.content), memory)
-    return list(found.values())
+    return words, list(found.values())
 
 
 # -- the optional language-model stage -------------------------------------------------------------

@@ -319,3 +319,25 @@ def test_a_negative_budget_fails_at_start_up(harness):
         with pytest.raises(exceptions.OptionsError, match="kimi_tool_budget"):
             h.tctx.options.update(kimi_tool_budget=-1)
     asyncio.run(main())
+
+
+def test_a_full_memory_queue_drops_and_counts_and_shutdown_drains_the_rest(harness, monkeypatch):
+    from mitmproxy import hooks
+
+    from kimi_core.proxy import memory
+    monkeypatch.setattr(memory, "QUEUE_SIZE", 2)
+
+    async def main():
+        h = await harness()
+        await h.tctx.master.addons.trigger_event(hooks.RunningHook())
+        said = [f"I prefer tool{i} over other{i}." for i in range(10)]
+        body = {"model": "gpt-4.1", "messages": [{"role": "user", "content": s} for s in said]}
+        await h.run(make_flow("https://api.openai.com/v1/chat/completions", body, response=CHAT_REPLY))
+        metrics = h.kimi.metrics
+        assert metrics.memory_dropped._value.get() == 8
+        await h.tctx.master.addons.trigger_event(hooks.DoneHook())  # drains, then the recorder closes
+        db = sqlite3.connect(h.db)
+        assert [c for (c,) in db.execute("SELECT content FROM memories ORDER BY id")] == \
+            ["prefers tool0 over other0", "prefers tool1 over other1"]
+        assert metrics.memory_queue._value.get() == 0
+    asyncio.run(main())

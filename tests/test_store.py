@@ -6,7 +6,7 @@ import time
 import lz4.frame
 import pytest
 
-from kimi_core.store import RequestRecord, SessionRecord, Store, load_request_body
+from kimi_core.store import MemoryRecord, RequestRecord, SessionRecord, Store, load_request_body
 from kimi_core.store.read import load_response_body
 
 
@@ -51,7 +51,9 @@ def test_schema_after_migrating(tmp_path):
     assert tables["archives"] == ["sha256", "original", "original_tokens", "kept_tokens", "request_id",
                                   "tool_name", "created_at"]
     assert [n for (n,) in db.execute("SELECT name FROM _sqlite_migrations")] == [
-        "001_initial", "002_context_guard", "003_archives", "004_compaction"]
+        "001_initial", "002_context_guard", "003_archives", "004_compaction", "005_memories"]
+    assert tables["memories"] == ["id", "created_at", "last_seen", "session_id", "provider", "kind", "content",
+                                  "source_text", "confidence", "count"]
 
 
 def test_upgrading_a_database_of_the_first_schema_keeps_its_rows(tmp_path):
@@ -93,7 +95,7 @@ def test_reopening_applies_nothing_twice(tmp_path):
         s.close()
     db = sqlite3.connect(tmp_path / "kimi.db")
     total, distinct = db.execute("SELECT count(*), count(DISTINCT name) FROM _sqlite_migrations").fetchone()
-    assert total == distinct >= 4
+    assert total == distinct >= 5
 
 
 def test_database_and_directory_are_private(store):
@@ -205,3 +207,18 @@ def test_a_body_that_cannot_be_serialised_is_noted_and_the_writer_goes_on(store)
     errors = dict(db.execute("SELECT id, error FROM requests"))
     assert errors["r1"].startswith("request body is not JSON; body not stored: RecursionError")
     assert errors["r2"] is None and load_request_body(db, "r2") == chat_body(1)
+
+
+def test_a_memory_said_again_is_counted_not_repeated(store, tmp_path):
+    key = "sk-proj-" + "m" * 30
+    store.submit(MemoryRecord("s1", "openai", "preference", "prefers pytest over unittest",
+                              f"I prefer pytest over unittest ({key})", 0.7))
+    store.submit(MemoryRecord("s2", "anthropic", "preference", "prefers pytest over unittest", "again", 0.9))
+    store.submit(MemoryRecord("s2", "anthropic", "constraint", "never touch prod", "Never touch prod.", 0.9))
+    store.close()
+    db = sqlite3.connect(store.path)
+    rows = db.execute("SELECT session_id, provider, kind, content, source_text, confidence, count FROM memories "
+                      "ORDER BY id").fetchall()
+    assert rows == [("s1", "openai", "preference", "prefers pytest over unittest",
+                     "I prefer pytest over unittest ([REDACTED])", 0.9, 2),
+                    ("s2", "anthropic", "constraint", "never touch prod", "Never touch prod.", 0.9, 1)]

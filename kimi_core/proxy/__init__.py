@@ -2,15 +2,18 @@
 
 ``addons/kimi.py`` builds them in this order, which is the order their hooks
 run for each flow: recognise, tag the session, meter, compact tool results,
-guard the context window, record.
+guard the context window, read memories, count metrics, record.
 """
 
 from kimi_core.proxy.compactor import KimiCompactor
 from kimi_core.proxy.context import KimiContext, LLMCall
 from kimi_core.proxy.guard import KimiGuard
+from kimi_core.proxy.memory import KimiMemory
 from kimi_core.proxy.meter import KimiMeter
+from kimi_core.proxy.metrics import KimiMetrics
 from kimi_core.proxy.recorder import KimiRecorder
 from kimi_core.proxy.sessions import KimiSessions
 from kimi_core.proxy.traffic import KimiTraffic
 
-__all__ = ["KimiCompactor", "KimiContext", "KimiGuard", "KimiMeter", "KimiRecorder", "KimiSessions", "KimiTraffic", "LLMCall"]
+__all__ = ["KimiCompactor", "KimiContext", "KimiGuard", "KimiMemory", "KimiMeter", "KimiMetrics", "KimiRecorder",
+           "KimiSessions", "KimiTraffic", "LLMCall"]

@@ -22,6 +22,7 @@ from kimi_core.compaction import Compactor
 from kimi_core.config import Config
 from kimi_core.dialects.base import Reply
 from kimi_core.guard import Calibration, Decision
+from kimi_core.metrics import Metrics
 from kimi_core.sessions import Session
 from kimi_core.store import Store
 from kimi_core.streams import StreamWatcher
@@ -45,6 +46,7 @@ class LLMCall:
     action: str = "passed"
     errors: list[str] = field(default_factory=list)
     recorded: bool = False
+    metered: bool = False  # counted in the metrics
     decision: Decision | None = None  # the context guard's, once the request is counted
     window: Window | None = None
     factor: float = 1.0  # the calibration factor the decision used
@@ -96,6 +98,7 @@ class KimiContext:
         self.parser = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kimi-parse")
         self.analyser = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kimi-analyse")
         self.store: Store | None = None
+        self.metrics = Metrics(lambda: self.store)
 
     def call(self, flow: Any) -> LLMCall | None:
         return self.calls.get(flow) if isinstance(flow, http.HTTPFlow) else None

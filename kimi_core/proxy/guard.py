@@ -174,6 +174,7 @@ class KimiGuard:
 
     def _alert(self, flow: http.HTTPFlow, call: LLMCall, level: float, kind: str, message: str) -> None:
         logger.warning("kimi: %s: %s", kind.replace("_", " "), message)
+        self.kimi.metrics.alerts.labels(kind).inc()
         flow.marked = ":warning:"
         store = self.kimi.store
         if store is not None:

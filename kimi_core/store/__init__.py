@@ -6,11 +6,12 @@ from kimi_core.store.records import (
     AlertRecord,
     ArchiveRecord,
     CalibrationRecord,
+    MemoryRecord,
     RequestRecord,
     SessionRecord,
     WindowRecord,
 )
 from kimi_core.store.store import Store
 
-__all__ = ["AlertRecord", "ArchiveRecord", "CalibrationRecord", "RequestRecord", "SessionRecord", "Store",
+__all__ = ["AlertRecord", "ArchiveRecord", "CalibrationRecord", "MemoryRecord", "RequestRecord", "SessionRecord", "Store",
            "WindowRecord", "load_archive", "load_request_body", "load_response_body"]

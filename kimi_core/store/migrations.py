@@ -137,3 +137,24 @@ def m004_compaction(db: Database) -> None:
     db["requests"].add_column("tokens_before", int)  # local estimate of the prompt as the client sent it
     db["requests"].add_column("tokens_after", int)  # and as Kimi sent it on, after compaction
     db["requests"].add_column("compacted_results", int)  # how many tool results were compacted
+
+
+@migrations(name="005_memories")
+def m005_memories(db: Database) -> None:
+    """What users told their agents about themselves (see ``kimi_core.memory``)."""
+    db["memories"].create(
+        {
+            "id": int,
+            "created_at": str,
+            "last_seen": str,  # when it was last said again
+            "session_id": str,  # where it was first said
+            "provider": str,
+            "kind": str,  # "preference", "intention" or "constraint"
+            "content": str,  # the canonical statement: "prefers pytest over unittest"
+            "source_text": str,  # the sentence it was read from (credentials removed)
+            "confidence": float,  # 0..1, the highest seen
+            "count": int,  # how many times it was said
+        },
+        pk="id",
+    )
+    db["memories"].create_index(["kind", "content"], unique=True)

@@ -56,6 +56,16 @@ class ArchiveRecord:
 
 
 @dataclass(slots=True)
+class MemoryRecord:
+    session_id: str | None
+    provider: str | None
+    kind: str
+    content: str
+    source_text: str
+    confidence: float
+
+
+@dataclass(slots=True)
 class RequestRecord:
     row: dict[str, Any]  # columns of ``requests`` (bodies excluded)
     request_body: Any = None  # parsed JSON, or raw bytes when it did not parse

@@ -39,6 +39,7 @@ from kimi_core.store.records import (
     AlertRecord,
     ArchiveRecord,
     CalibrationRecord,
+    MemoryRecord,
     RequestRecord,
     SessionRecord,
     WindowRecord,
@@ -285,6 +286,13 @@ class Store:
                          "tool_name, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                          (digest, lz4.frame.compress(data), r.original_tokens,
                           r.kept_tokens, r.request_id, r.tool_name, stamp))
+        elif isinstance(r, MemoryRecord):
+            # The same statement again: counted, not repeated.
+            conn.execute(
+                "INSERT INTO memories (created_at, last_seen, session_id, provider, kind, content, source_text, "
+                "confidence, count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT (kind, content) DO UPDATE SET "
+                "count = count + 1, last_seen = excluded.last_seen, confidence = max(confidence, excluded.confidence)",
+                (stamp, stamp, r.session_id, r.provider, r.kind, r.content, redact_text(r.source_text), r.confidence))
         elif isinstance(r, WindowRecord):
             conn.execute("INSERT OR REPLACE INTO learned_windows (model, context_window, learned_at, message) "
                          "VALUES (?, ?, ?, ?)", (r.model, r.context_window, stamp, r.message))

@@ -94,12 +94,12 @@ def overflow_body(dialect: str | None, window: int, prompt: int) -> dict[str, An
                       "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}}
 
 
-def whole(dialect: str, model: str, prompt: int, out: int) -> dict[str, Any]:
+def whole(dialect: str, model: str, prompt: int, out: int, reply: str = REPLY) -> dict[str, Any]:
     """A non-streamed answer in ``dialect``."""
     if dialect == "openai-chat":
         return {
             "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": REPLY},
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply},
                          "finish_reason": "stop"}],
             "usage": {"prompt_tokens": prompt, "completion_tokens": out, "total_tokens": prompt + out,
                       "prompt_tokens_details": {"cached_tokens": 3}},
@@ -108,7 +108,7 @@ def whole(dialect: str, model: str, prompt: int, out: int) -> dict[str, Any]:
         return {
             "id": "resp_fake", "object": "response", "created_at": 0, "model": model, "status": "completed",
             "output": [{"type": "message", "id": "msg_fake", "role": "assistant", "status": "completed",
-                        "content": [{"type": "output_text", "text": REPLY, "annotations": []}]}],
+                        "content": [{"type": "output_text", "text": reply, "annotations": []}]}],
             "usage": {"input_tokens": prompt, "output_tokens": out, "total_tokens": prompt + out,
                       "input_tokens_details": {"cached_tokens": 3},
                       "output_tokens_details": {"reasoning_tokens": 0}},
@@ -116,12 +116,12 @@ def whole(dialect: str, model: str, prompt: int, out: int) -> dict[str, Any]:
     if dialect == "anthropic":
         return {
             "id": "msg_fake", "type": "message", "role": "assistant", "model": model,
-            "content": [{"type": "text", "text": REPLY}], "stop_reason": "end_turn",
+            "content": [{"type": "text", "text": reply}], "stop_reason": "end_turn",
             "usage": {"input_tokens": prompt - 3, "cache_read_input_tokens": 3,
                       "cache_creation_input_tokens": 0, "output_tokens": out},
         }
     return {
-        "candidates": [{"content": {"role": "model", "parts": [{"text": REPLY}]}, "finishReason": "STOP"}],
+        "candidates": [{"content": {"role": "model", "parts": [{"text": reply}]}, "finishReason": "STOP"}],
         "usageMetadata": {"promptTokenCount": prompt, "candidatesTokenCount": out,
                           "totalTokenCount": prompt + out, "cachedContentTokenCount": 3},
         "modelVersion": model,
@@ -216,7 +216,8 @@ class Handler(BaseHTTPRequestHandler):
         delay = float(self.headers.get("x-fake-delay-ms") or 0) / 1000
         streamed = data.get("stream") is True or ":streamGenerateContent" in self.path
         if not streamed:
-            self._send_json(200, whole(dialect, model, prompt, n), {"x-fake-prompt-tokens": str(prompt)})
+            reply = self.server.replies.get(model, REPLY)  # type: ignore[attr-defined]
+            self._send_json(200, whole(dialect, model, prompt, n, reply), {"x-fake-prompt-tokens": str(prompt)})
             return
         pieces = [f"piece {i} " for i in range(n)]
         sse = dialect != "gemini" or "alt=sse" in self.path
@@ -258,6 +259,7 @@ class FakeProvider:
     def __init__(self, tls: bool = True, port: int = 0) -> None:
         self.server = Server(("127.0.0.1", port), Handler)
         self.server.seen = []  # type: ignore[attr-defined]
+        self.server.replies = {}  # type: ignore[attr-defined]
         self._tmp = tempfile.TemporaryDirectory()
         if tls:
             cert, key = make_certificate(Path(self._tmp.name))
@@ -271,6 +273,11 @@ class FakeProvider:
     @property
     def seen(self) -> list[dict[str, Any]]:
         return self.server.seen  # type: ignore[attr-defined]
+
+    @property
+    def replies(self) -> dict[str, str]:
+        """What non-streamed answers say, by model (else a fixed greeting)."""
+        return self.server.replies  # type: ignore[attr-defined]
 
     def __enter__(self) -> Self:
         self._thread.start()

@@ -1,0 +1,212 @@
+"""Keep what users tell their agents about themselves, off the request path.
+
+Once a request is parsed, the user messages new to Kimi go to a bounded
+asyncio queue (never awaited by the request: a full queue drops the message
+and counts it). ``kimi_memory_workers`` tasks, started when the proxy starts
+and drained when it stops, run the rule-based extraction in a process of
+their own at a lower priority (see ``reader``) and, when ``kimi_memory_llm``
+is set, ask an OpenAI-compatible model about the messages the lexical filter
+let through. That call goes straight
+from this process to the model (``trust_env=False``: not through a proxy set
+in the environment, so never through Kimi itself), and its failure falls back
+to the rules. Statements go to the ``memories`` table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import logging
+import multiprocessing
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import httpx
+from mitmproxy import ctx, exceptions, http
+
+from kimi_core import memory
+from kimi_core.analysis import Analysis
+from kimi_core.proxy.context import KimiContext, LLMCall
+from kimi_core.store import MemoryRecord
+
+logger = logging.getLogger(__name__)
+
+QUEUE_SIZE = 1000
+SEEN_SIZE = 100_000  # user messages remembered as already read
+DRAIN_SECONDS = 10.0
+LLM_TIMEOUT = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    session_id: str | None
+    provider: str
+    text: str
+
+
+def _lower_priority() -> None:
+    if hasattr(os, "nice"):
+        os.nice(10)
+
+
+def reader() -> concurrent.futures.Executor:
+    """Where messages are read: a process of its own at a lower priority.
+
+    In a thread of the proxy's process, reading holds the GIL and the event
+    loop waits for it (a burst of long messages added 15-40% to p50 latency);
+    in a lower-priority process it takes only the CPU the proxy leaves.
+    """
+    try:
+        return concurrent.futures.ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_lower_priority)
+    except (OSError, ValueError, NotImplementedError) as e:  # no processes here: a thread will do
+        logger.warning("kimi: cannot start the memory reader process (%s); reading in a thread", e)
+        return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kimi-memory")
+
+
+class KimiMemory:
+    def __init__(self, kimi: KimiContext) -> None:
+        self.kimi = kimi
+        self.queue: asyncio.Queue[Job] | None = None
+        self._workers: list[asyncio.Task] = []
+        self._seen: OrderedDict[tuple[str | None, int, bytes], None] = OrderedDict()
+        self._reader: concurrent.futures.Executor | None = None
+        self._client: httpx.AsyncClient | None = None
+
+    def load(self, loader) -> None:
+        loader.add_option("kimi_memory", bool, True,
+                          "Extract the user's preferences, intentions and constraints into the memories table.")
+        loader.add_option("kimi_memory_workers", int, 2, "Background tasks extracting memories.")
+        loader.add_option("kimi_memory_llm", str, "",
+                          "Base URL of an OpenAI-compatible API (https://host/v1) for a second extraction stage; "
+                          "empty: rules only.")
+        loader.add_option("kimi_memory_llm_model", str, "", "Model for kimi_memory_llm.")
+        loader.add_option("kimi_memory_llm_key_env", str, "KIMI_MEMORY_LLM_API_KEY",
+                          "Environment variable holding the API key for kimi_memory_llm.")
+
+    def configure(self, updated: set[str]) -> None:
+        if "kimi_memory_workers" in updated and ctx.options.kimi_memory_workers < 1:
+            raise exceptions.OptionsError("kimi_memory_workers must be 1 or more")
+        url = ctx.options.kimi_memory_llm
+        if {"kimi_memory_llm", "kimi_memory_llm_model"} & updated and url:
+            if not url.startswith(("http://", "https://")):
+                raise exceptions.OptionsError(f"kimi_memory_llm: {url!r} is not an http(s) URL")
+            if not ctx.options.kimi_memory_llm_model:
+                raise exceptions.OptionsError("kimi_memory_llm is set: set kimi_memory_llm_model too")
+
+    def running(self) -> None:
+        if self.queue is not None:
+            return
+        self.queue = asyncio.Queue(maxsize=QUEUE_SIZE)
+        self._reader = reader()
+        self._client = httpx.AsyncClient(trust_env=False, timeout=LLM_TIMEOUT)
+        self._workers = [asyncio.create_task(self._work(), name=f"kimi-memory-{i}")
+                         for i in range(ctx.options.kimi_memory_workers)]
+
+    async def done(self) -> None:
+        """Finish what is queued (for a while), before the recorder closes the database."""
+        if self.queue is not None and self._workers:
+            try:
+                await asyncio.wait_for(self.queue.join(), DRAIN_SECONDS)
+            except TimeoutError:
+                logger.warning("kimi: shutting down with %d user message(s) not read for memories",
+                               self.queue.qsize())
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers = []
+        if self._client is not None:
+            await self._client.aclose()
+        if self._reader is not None:
+            self._reader.shutdown(wait=False, cancel_futures=True)
+
+    # -- collecting ------------------------------------------------------------------------------
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        call = self.kimi.call(flow)
+        if call is None or call.parsed is None or not ctx.options.kimi_memory or self.queue is None:
+            return
+        call.parsed.add_done_callback(lambda f: self._collect(call, f.result()) if not f.cancelled() else None)
+
+    def _collect(self, call: LLMCall, parsed: Analysis | None) -> None:
+        """Queue the request's user messages that were not seen before, without waiting."""
+        if parsed is None or parsed.request is None or self.queue is None:
+            return
+        session = call.session.id if call.session else None
+        for message in parsed.request.messages:
+            if message.role != "user" or not message.text.strip():
+                continue
+            key = (session, message.index, hashlib.blake2b(message.text.encode("utf-8", "surrogatepass"),
+                                                           digest_size=16).digest())
+            if key in self._seen:
+                self._seen.move_to_end(key)
+                continue
+            self._seen[key] = None
+            if len(self._seen) > SEEN_SIZE:
+                self._seen.popitem(last=False)
+            try:
+                self.queue.put_nowait(Job(session, call.provider, message.text))
+            except asyncio.QueueFull:
+                self.kimi.metrics.memory_dropped.inc()
+        self.kimi.metrics.memory_queue.set(self.queue.qsize())
+
+    # -- extracting ------------------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        assert self.queue is not None
+        while True:
+            job = await self.queue.get()
+            try:
+                await self._extract(job)
+            except Exception as e:  # noqa: BLE001 -- one odd message must not stop the worker
+                logger.warning("kimi: could not read a user message for memories: %r", e)
+            finally:
+                self.queue.task_done()
+                self.kimi.metrics.memory_queue.set(self.queue.qsize())
+
+    async def _extract(self, job: Job) -> None:
+        metrics = self.kimi.metrics
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        assert self._reader is not None
+        try:
+            words, found = await loop.run_in_executor(self._reader, memory.read, job.text)
+        except concurrent.futures.BrokenExecutor:  # the reading process died: read here from now on
+            logger.warning("kimi: the memory reader process stopped; reading in a thread instead")
+            self._reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kimi-memory")
+            words, found = await loop.run_in_executor(self._reader, memory.read, job.text)
+        if not found and not memory.has_cue(words):
+            metrics.memory_filtered.inc()
+            metrics.memory_duration.observe(time.perf_counter() - started)
+            return
+        if ctx.options.kimi_memory_llm:
+            asked = await self._ask(words)
+            if asked is not None:
+                found = asked
+        for m in found:
+            metrics.memory_extracted.labels(m.kind).inc()
+            metrics.memory_confidence.observe(m.confidence)
+            if self.kimi.store is not None:
+                self.kimi.store.submit(MemoryRecord(job.session_id, job.provider, m.kind, m.content,
+                                                    m.source_text, m.confidence))
+        metrics.memory_duration.observe(time.perf_counter() - started)
+
+    async def _ask(self, words: str) -> list[memory.Memory] | None:
+        """The language model's reading of ``words``; None (and the rules decide) if it fails."""
+        assert self._client is not None
+        url = ctx.options.kimi_memory_llm.rstrip("/") + "/chat/completions"
+        key = os.environ.get(ctx.options.kimi_memory_llm_key_env, "")
+        headers = {"authorization": f"Bearer {key}"} if key else {}
+        try:
+            response = await self._client.post(url, json=memory.llm_body(ctx.options.kimi_memory_llm_model, words),
+                                               headers=headers)
+            found = memory.parse_llm_reply(response.json(), words.strip()[:500]) \
+                if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError) as e:
+            logger.debug("kimi: memory model unreachable: %r", e)
+            found = None
+        self.kimi.metrics.memory_llm_calls.labels("ok" if found is not None else "failed").inc()
+        return found
