@@ -198,6 +198,7 @@ def _objects(x: str, french: bool) -> tuple[str, str]:
     """``X`` and ``Y`` of "X over Y" / "X à Y"."""
     lead = _LEAD_FR if french else _LEAD_EN
     parts = (_QUE if french else _THAN).split(x, maxsplit=1)
+    parts = [re.split(r"\s*[,;]|\s+\(|\s+-\s+", p, maxsplit=1)[0] for p in parts]  # "..., remember": an aside
     first = _strip_lead(_tidy(parts[0]), lead)
     second = _strip_lead(_tidy(_CUT_Y.sub("", parts[1])), lead) if len(parts) > 1 else ""
     return _words(first, 8), _words(second, 6)

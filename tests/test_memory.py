@@ -71,3 +71,9 @@ def test_a_language_model_reply_is_read_or_refused():
     assert parse_llm_reply({"error": {"message": "rate limited"}}, "src") is None
     body = llm_body("small-model", "I prefer X")
     assert body["model"] == "small-model" and body["messages"][-1] == {"role": "user", "content": "I prefer X"}
+
+
+def test_an_aside_after_a_comma_is_not_part_of_the_preference():
+    assert [m.content for m in extract("Thanks! I prefer pytest over unittest, remember.")] == \
+        ["prefers pytest over unittest"]
+    assert [m.content for m in extract("I really prefer f-strings to format()")] == ["prefers f-strings over format()"]
