@@ -1,44 +1,168 @@
-"""The ``kimi-proxy`` command: read what the proxy recorded.
+"""The ``kimi-proxy`` command: read what the proxy recorded, in another terminal.
 
-    kimi-proxy show REQUEST_ID [--response] [--db PATH]
-    kimi-proxy restore SHA256_OR_PREFIX [--db PATH]
+    kimi-proxy sessions                      sessions, their tokens, peak share and budget forecast
+    kimi-proxy requests [--session S] [--limit N]
+    kimi-proxy stats [--since 2h]            per provider and model: calls, tokens, latency, savings
+    kimi-proxy alerts | memories [--kind K]
+    kimi-proxy show REQUEST_ID [--response]  a stored body, credentials removed
+    kimi-proxy restore SHA256_OR_PREFIX      the original of a compacted tool result
+    kimi-proxy report [--session S] -o report.html
+    kimi-proxy doctor                        CA trust, database, config, tokenizers: what is wrong, and the fix
 
-``show`` prints a stored request body (rebuilt from its content-addressed
-parts) or its response; ``restore`` prints the original of a compacted tool
-result, byte for byte. Errors are one line on stderr and a non-zero exit.
+Every listing is a table, or JSON with ``--json``; ``--db`` chooses the
+database. Errors are one line on stderr and a non-zero exit, never a
+traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sqlite3
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from tabulate import tabulate
+
+from kimi_core import doctor
 from kimi_core.errors import KimiError
+from kimi_core.store import queries
 from kimi_core.store.read import load_archive, load_request_body, load_response_body
 
 DEFAULT_DB = "~/.kimi-proxy/kimi.db"
+DEFAULT_CONFDIR = "~/.mitmproxy"
 
 
 def connect(path: str) -> sqlite3.Connection:
     db = Path(path).expanduser()
     if not db.exists():
         raise KimiError(f"no database at {db} (start the proxy first, or pass --db)")
-    return sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        conn.execute("SELECT 1 FROM requests LIMIT 1")
+    except sqlite3.DatabaseError as e:
+        raise KimiError(f"{db} is not a Kimi Proxy database ({e})") from None
+    return conn
 
 
-def show(args: argparse.Namespace) -> int:
+# -- output -----------------------------------------------------------------------------------------
+
+
+def _num(value: Any) -> Any:
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _ms(value: float | None) -> str:
+    return "" if value is None else f"{value:,.0f}"
+
+
+def _share(value: float | None) -> str:
+    return "" if value is None else f"{value:.0%}"
+
+
+def _when(ts: str | None) -> str:
+    return (ts or "")[:19].replace("T", " ")
+
+
+def emit(rows: list[dict[str, Any]], args: argparse.Namespace, columns: dict[str, Callable[[dict], Any]],
+         empty: str) -> int:
+    if args.json:
+        json.dump(rows, sys.stdout, indent=2, ensure_ascii=False, default=str)
+        sys.stdout.write("\n")
+    elif not rows:
+        print(empty)
+    else:
+        table = [[_num(get(r)) if get(r) is not None else "" for get in columns.values()] for r in rows]
+        print(tabulate(table, headers=list(columns), disable_numparse=True))
+    return 0
+
+
+# -- commands ---------------------------------------------------------------------------------------
+
+
+def cmd_sessions(args: argparse.Namespace) -> int:
+    rows = queries.sessions(connect(args.db), args.reject_at)
+    return emit(rows, args, {
+        "session": lambda r: r["name"] or r["session"][:8],
+        "provider": lambda r: r["provider"],
+        "models": lambda r: r["models"],
+        "requests": lambda r: r["requests"],
+        "prompt (reported)": lambda r: r["prompt_tokens"],
+        "prompt (est.)": lambda r: r["prompt_tokens_est"],
+        "completion": lambda r: r["completion_tokens"],
+        "peak": lambda r: _share(r["peak_share"]),
+        "refused": lambda r: r["refusals"],
+        "compacted": lambda r: r["compactions"],
+        "forecast": lambda r: r["forecast"],
+        "started": lambda r: _when(r["started"]),
+        "last seen": lambda r: _when(r["last_seen"]),
+    }, "no sessions yet")
+
+
+def cmd_requests(args: argparse.Namespace) -> int:
+    rows = queries.requests(connect(args.db), args.session, args.limit)
+    return emit(rows, args, {
+        "id": lambda r: r["id"][:8],
+        "time": lambda r: _when(r["ts"]),
+        "provider": lambda r: r["provider"],
+        "model": lambda r: r["model"],
+        "status": lambda r: r["status"],
+        "est.": lambda r: r["prompt_tokens_est"],
+        "prompt": lambda r: r["prompt_tokens"],
+        "out": lambda r: r["completion_tokens"],
+        "window": lambda r: _share(r["window_share"]),
+        "action": lambda r: r["action"],
+        "ttfb ms": lambda r: _ms(r["ttfb_ms"]),
+        "ms": lambda r: _ms(r["duration_ms"]),
+        "error": lambda r: (r["error"] or "")[:60],
+    }, "no requests yet")
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    rows = queries.stats(connect(args.db), args.since)
+    return emit(rows, args, {
+        "provider": lambda r: r["provider"],
+        "model": lambda r: r["model"],
+        "calls": lambda r: r["calls"],
+        "prompt": lambda r: r["prompt_tokens"],
+        "prompt (est.)": lambda r: r["prompt_tokens_est"],
+        "completion": lambda r: r["completion_tokens"],
+        "p50 ms": lambda r: _ms(r["p50_ms"]),
+        "p95 ms": lambda r: _ms(r["p95_ms"]),
+        "ttfb p50": lambda r: _ms(r["ttfb_p50_ms"]),
+        "ttfb p95": lambda r: _ms(r["ttfb_p95_ms"]),
+        "refused": lambda r: r["refusals"],
+        "saved": lambda r: r["tokens_saved"],
+        "calibration": lambda r: None if r["calibration"] is None else f"{r['calibration']:.2f}",
+    }, "no requests in that period")
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    rows = queries.alerts(connect(args.db), args.limit)
+    return emit(rows, args, {
+        "time": lambda r: _when(r["ts"]), "kind": lambda r: r["kind"], "level": lambda r: _share(r["level"]),
+        "request": lambda r: (r["request_id"] or "")[:8], "message": lambda r: r["message"][:110],
+    }, "no alerts")
+
+
+def cmd_memories(args: argparse.Namespace) -> int:
+    rows = queries.memories(connect(args.db), args.kind)
+    return emit(rows, args, {
+        "kind": lambda r: r["kind"], "content": lambda r: r["content"], "count": lambda r: r["count"],
+        "confidence": lambda r: f"{r['confidence']:.2f}", "last seen": lambda r: _when(r["last_seen"]),
+    }, "no memories yet")
+
+
+def cmd_show(args: argparse.Namespace) -> int:
     conn = connect(args.db)
     matches = [r for (r,) in conn.execute("SELECT id FROM requests WHERE id LIKE ? || '%' LIMIT 2",
                                          (args.request_id,))]
     if len(matches) != 1:
         raise KimiError(f"{'no' if not matches else 'more than one'} request matches {args.request_id!r}")
-    if args.response:
-        body = load_response_body(conn, matches[0])
-    else:
-        body = load_request_body(conn, matches[0])
+    body = load_response_body(conn, matches[0]) if args.response else load_request_body(conn, matches[0])
     if body is None:
         raise KimiError(f"the body of {matches[0]} is not stored (retention, or kimi_store_bodies=false)")
     if isinstance(body, bytes):
@@ -52,29 +176,85 @@ def show(args: argparse.Namespace) -> int:
     return 0
 
 
-def restore(args: argparse.Namespace) -> int:
+def cmd_restore(args: argparse.Namespace) -> int:
     sys.stdout.buffer.write(load_archive(connect(args.db), args.sha))
     sys.stdout.buffer.flush()
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from kimi_core.report import build  # only this command needs it
+
+    html = build(connect(args.db), args.session, args.reject_at)
+    Path(args.output).write_text(html, encoding="utf-8")
+    print(f"wrote {args.output} ({len(html) / 1000:.0f} KB)")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    found = doctor.checks(Path(args.db).expanduser(), Path(args.confdir).expanduser(), args.config)
+    if args.json:
+        json.dump([dataclasses.asdict(c) for c in found], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        for c in found:
+            mark = {"ok": "ok  ", "warning": "warn", "problem": "FAIL"}[c.status]
+            print(f"[{mark}] {c.what}: {c.detail}")
+            if c.fix:
+                print(f"       fix: {c.fix}")
+    return 1 if any(c.status == doctor.PROBLEM for c in found) else 0
+
+
+# -- arguments --------------------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kimi-proxy", description="Read what Kimi Proxy recorded.")
+    p.add_argument("--db", default=DEFAULT_DB, help=f"the database (default {DEFAULT_DB})")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def command(name: str, func: Callable, help: str, listing: bool = True) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help, description=help)
+        c.add_argument("--db", default=argparse.SUPPRESS, help="the database")
+        if listing:
+            c.add_argument("--json", action="store_true", help="JSON instead of a table")
+        c.set_defaults(func=func)
+        return c
+
+    c = command("sessions", cmd_sessions, "sessions: tokens, peak share of the window, refusals, forecast")
+    c.add_argument("--reject-at", type=float, default=0.95, help="the guard's refusal threshold, for the forecast")
+    c = command("requests", cmd_requests, "the latest calls, one line each")
+    c.add_argument("--session", help="a session id, its start, or its name")
+    c.add_argument("--limit", type=int, default=20)
+    c = command("stats", cmd_stats, "per provider and model: calls, tokens, latency, refusals, savings")
+    c.add_argument("--since", help="30m, 2h, 7d or a date")
+    c = command("alerts", cmd_alerts, "context-window alerts, newest first")
+    c.add_argument("--limit", type=int, default=50)
+    c = command("memories", cmd_memories, "what users told their agents about themselves")
+    c.add_argument("--kind", choices=("preference", "intention", "constraint"))
+    c = command("show", cmd_show, "print a stored request body (or its response)", listing=False)
+    c.add_argument("request_id", help="a request id, or the start of one")
+    c.add_argument("--response", action="store_true", help="the response instead of the request")
+    c = command("restore", cmd_restore, "print the original of a compacted tool result, byte for byte",
+                listing=False)
+    c.add_argument("sha", help="its sha256 (as the marker in the compacted text gives it), or a prefix")
+    c = command("report", cmd_report, "write a self-contained HTML report", listing=False)
+    c.add_argument("--session", help="only this session")
+    c.add_argument("-o", "--output", default="kimi-report.html")
+    c.add_argument("--reject-at", type=float, default=0.95, help="the guard's refusal threshold")
+    c = command("doctor", cmd_doctor, "check CA trust, the database, the config and the tokenizers")
+    c.add_argument("--confdir", default=DEFAULT_CONFDIR, help="mitmproxy's confdir")
+    c.add_argument("--config", help="Kimi's config file (default ~/.kimi-proxy/config.toml)")
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="kimi-proxy", description="Read what Kimi Proxy recorded.")
-    parser.add_argument("--db", default=DEFAULT_DB, help=f"the database (default {DEFAULT_DB})")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("show", help="print a stored request body (or its response)")
-    p.add_argument("request_id", help="a request id, or the start of one")
-    p.add_argument("--response", action="store_true", help="the response instead of the request")
-    p.add_argument("--db", default=argparse.SUPPRESS, help="the database")
-    p.set_defaults(func=show)
-    p = sub.add_parser("restore", help="print the original of a compacted tool result, byte for byte")
-    p.add_argument("sha", help="its sha256 (as the marker in the compacted text gives it), or a prefix")
-    p.add_argument("--db", default=argparse.SUPPRESS, help="the database")
-    p.set_defaults(func=restore)
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (KimiError, sqlite3.Error) as e:
+    except BrokenPipeError:  # kimi-proxy requests | head
+        return 0
+    except (KimiError, sqlite3.Error, OSError) as e:
         print(f"kimi-proxy: {e}", file=sys.stderr)
         return 1
 

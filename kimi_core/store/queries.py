@@ -1,0 +1,127 @@
+"""What the ``kimi-proxy`` command and the report read from the database: plain dicts, newest first."""
+
+from __future__ import annotations
+
+import datetime
+import re
+import sqlite3
+from collections import defaultdict
+from typing import Any
+
+from kimi_core.errors import KimiError
+from kimi_core.forecast import describe, forecast
+
+
+def _rows(conn: sqlite3.Connection, sql: str, params: tuple | list = ()) -> list[dict[str, Any]]:
+    cur = conn.execute(sql, params)
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
+
+
+def since_iso(text: str, now: datetime.datetime | None = None) -> str:
+    """``30m``, ``2h``, ``7d`` or an ISO date as the ISO timestamp to read from."""
+    now = now or datetime.datetime.now(datetime.UTC)
+    m = re.fullmatch(r"\s*(\d+)\s*([mhdw])\s*", text)
+    if m:
+        unit = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[m.group(2)]
+        return (now - datetime.timedelta(**{unit: int(m.group(1))})).isoformat(timespec="milliseconds")
+    try:
+        moment = datetime.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise KimiError(f"--since {text!r}: write 30m, 2h, 7d or a date such as 2026-11-21") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.astimezone(datetime.UTC).isoformat(timespec="milliseconds")
+
+
+def resolve_session(conn: sqlite3.Connection, session: str) -> str:
+    """A session id from its id, the start of one, or its name."""
+    found = [r for (r,) in conn.execute(
+        "SELECT id FROM sessions WHERE id = ? OR name = ? OR id LIKE ? || '%' LIMIT 2", (session, session, session))]
+    if len(found) != 1:
+        raise KimiError(f"{'no' if not found else 'more than one'} session matches {session!r} "
+                        "(kimi-proxy sessions lists them)")
+    return found[0]
+
+
+def sessions(conn: sqlite3.Connection, reject_at: float = 0.95) -> list[dict[str, Any]]:
+    out = _rows(conn, """
+        SELECT s.id AS session, s.name, coalesce(s.provider, max(r.provider)) AS provider,
+               group_concat(DISTINCT r.model) AS models, count(r.id) AS requests,
+               sum(r.prompt_tokens) AS prompt_tokens, sum(r.prompt_tokens_est) AS prompt_tokens_est,
+               sum(r.completion_tokens) AS completion_tokens, max(r.window_share) AS peak_share,
+               sum(r.action = 'rejected') AS refusals, sum(r.action = 'compacted') AS compactions,
+               min(r.ts) AS started, max(r.ts) AS last_seen
+        FROM sessions s LEFT JOIN requests r ON r.session_id = s.id
+        GROUP BY s.id ORDER BY last_seen DESC""")
+    series: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for sid, cal, window in conn.execute(
+            "SELECT session_id, prompt_tokens_cal, context_window FROM requests "
+            "WHERE prompt_tokens_cal IS NOT NULL AND action != 'rejected' ORDER BY ts"):
+        series[sid].append((cal, window))
+    for row in out:
+        points = series.get(row["session"], [])
+        f = forecast([p for p, _ in points], points[-1][1] or 0, reject_at) if points else None
+        row["growth_per_turn"] = f.growth if f else None
+        row["turns_left"] = f.turns_left if f else None
+        row["forecast"] = describe(f) if f else None
+    return out
+
+
+def requests(conn: sqlite3.Connection, session: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+    where, params = ("WHERE session_id = ?", [resolve_session(conn, session)]) if session else ("", [])
+    return _rows(conn, f"""
+        SELECT id, ts, session_id AS session, provider, model, status_code AS status, streamed,
+               prompt_tokens_est, prompt_tokens, completion_tokens, window_share, action,
+               tokens_before, tokens_after, ttfb_ms, duration_ms, error
+        FROM requests {where} ORDER BY ts DESC LIMIT ?""", [*params, limit])
+
+
+def stats(conn: sqlite3.Connection, since: str | None = None) -> list[dict[str, Any]]:
+    where, params = ("WHERE ts >= ?", [since_iso(since)]) if since else ("", [])
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in _rows(conn, f"""
+            SELECT provider, coalesce(model, '') AS model, prompt_tokens, prompt_tokens_est, completion_tokens,
+                   duration_ms, ttfb_ms, action, tokens_before, tokens_after
+            FROM requests {where} ORDER BY ts""", params):
+        g = groups.setdefault((r["provider"], r["model"]), {
+            "provider": r["provider"], "model": r["model"], "calls": 0, "prompt_tokens": 0,
+            "prompt_tokens_est": 0, "completion_tokens": 0, "refusals": 0, "tokens_saved": 0,
+            "_latency": [], "_ttfb": []})
+        g["calls"] += 1
+        for col in ("prompt_tokens", "prompt_tokens_est", "completion_tokens"):
+            g[col] += r[col] or 0
+        g["refusals"] += r["action"] == "rejected"
+        if r["tokens_before"] is not None and r["tokens_after"] is not None:
+            g["tokens_saved"] += r["tokens_before"] - r["tokens_after"]
+        if r["duration_ms"] is not None:
+            g["_latency"].append(r["duration_ms"])
+        if r["ttfb_ms"] is not None:
+            g["_ttfb"].append(r["ttfb_ms"])
+    factors = dict(conn.execute("SELECT model, factor FROM calibration").fetchall())
+    out = []
+    for g in sorted(groups.values(), key=lambda g: (-g["calls"], g["provider"], g["model"])):
+        latency, ttfb = g.pop("_latency"), g.pop("_ttfb")
+        g |= {"p50_ms": percentile(latency, 50), "p95_ms": percentile(latency, 95),
+              "ttfb_p50_ms": percentile(ttfb, 50), "ttfb_p95_ms": percentile(ttfb, 95),
+              "calibration": factors.get(g["model"])}
+        out.append(g)
+    return out
+
+
+def alerts(conn: sqlite3.Connection, limit: int = 50) -> list[dict[str, Any]]:
+    return _rows(conn, "SELECT ts, session_id AS session, request_id, kind, level, message FROM alerts "
+                       "ORDER BY ts DESC LIMIT ?", (limit,))
+
+
+def memories(conn: sqlite3.Connection, kind: str | None = None) -> list[dict[str, Any]]:
+    where, params = ("WHERE kind = ?", (kind,)) if kind else ("", ())
+    return _rows(conn, f"SELECT kind, content, count, confidence, last_seen, session_id AS session, provider, "
+                       f"source_text FROM memories {where} ORDER BY last_seen DESC", params)
