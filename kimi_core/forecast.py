@@ -9,6 +9,7 @@ last prompt and the refusal threshold at that pace.
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ def forecast(prompts: list[int], window: int, reject_at: float) -> Forecast | No
     """From a session's prompt sizes in order (calibrated tokens); None with fewer than two turns."""
     if len(prompts) < 2 or window <= 0:
         return None
-    steps = [b - a for a, b in zip(prompts, prompts[1:], strict=False) if b > a][-RECENT:]
+    steps = [b - a for a, b in itertools.pairwise(prompts) if b > a][-RECENT:]
     growth = round(statistics.median(steps)) if steps else 0
     limit = int(window * reject_at)
     last = prompts[-1]

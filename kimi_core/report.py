@@ -58,8 +58,8 @@ def chart(points: list[dict[str, Any]], window: int | None) -> str:
     def y(v: float) -> float:
         return H - PAD + (2 * PAD - H) * (v / top)
 
-    parts = [f'<svg id="prompt-chart" xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
-             f'viewBox="0 0 {W} {H}" role="img" aria-label="prompt tokens per turn">']
+    parts = [(f'<svg id="prompt-chart" xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
+             f'viewBox="0 0 {W} {H}" role="img" aria-label="prompt tokens per turn">')]
     parts.append(f'<line x1="{PAD}" y1="{H - PAD}" x2="{W - PAD}" y2="{H - PAD}" stroke="#999"/>')
     if window:
         parts.append(f'<line class="window" x1="{PAD}" y1="{y(window):.1f}" x2="{W - PAD}" y2="{y(window):.1f}" '
@@ -122,8 +122,8 @@ def session_section(conn: sqlite3.Connection, s: dict[str, Any], counter: TokenC
     saved = sum((r[3] or 0) - (r[2] or 0) for r in rows if r[3] is not None)
     last = next(((r[0], r[1]) for r in reversed(rows) if r[4] != "rejected"), (None, None))
     top = largest_tool_results(conn, last[0], last[1], counter)
-    out = [f'<section class="session"><h2>{_e(s["name"] or s["session"][:8])} '
-           f'<span class="muted">{_e(s["provider"])} · {_e(s["models"])}</span></h2>',
+    out = [(f'<section class="session"><h2>{_e(s["name"] or s["session"][:8])} '
+           f'<span class="muted">{_e(s["provider"])} · {_e(s["models"])}</span></h2>'),
            "<table><tr>" + "".join(f"<th>{h}</th>" for h in (
                "requests", "prompt (reported)", "completion", "peak share", "refused", "compacted", "saved",
                "forecast")) + "</tr><tr>",
