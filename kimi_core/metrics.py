@@ -58,6 +58,8 @@ class Metrics:
         self.compacted_results = Counter("kimi_compacted_tool_results", "Tool results compacted.", ["provider"],
                                          registry=r)
         self.alerts = Counter("kimi_alerts", "Context-window alerts.", ["kind"], registry=r)
+        self.turns_left = Gauge("kimi_session_turns_left", "Turns a session has left before the guard refuses, "
+                                "at its recent growth per turn.", ["session", "provider"], registry=r)
         self.memory_extracted = Counter("memory_preferences_extracted", "Statements extracted from user messages.",
                                         ["type"], registry=r)
         self.memory_confidence = Histogram("memory_preferences_confidence", "Confidence of extracted statements.",

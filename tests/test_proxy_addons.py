@@ -4,6 +4,7 @@ import asyncio
 import gzip
 import json
 import logging
+import re
 import runpy
 import sqlite3
 from pathlib import Path
@@ -340,4 +341,22 @@ def test_a_full_memory_queue_drops_and_counts_and_shutdown_drains_the_rest(harne
         assert [c for (c,) in db.execute("SELECT content FROM memories ORDER BY id")] == \
             ["prefers tool0 over other0", "prefers tool1 over other1"]
         assert metrics.memory_queue._value.get() == 0
+    asyncio.run(main())
+
+
+def test_a_growing_session_gets_a_forecast_in_its_comment_and_metrics(harness):
+    async def main():
+        h = await harness()
+        messages = [{"role": "user", "content": "start"}]
+        for turn in range(3):
+            messages = messages + [{"role": "assistant", "content": "ok"},
+                                   {"role": "user", "content": "lorem ipsum dolor sit amet " * 200}]
+            flow = await h.run(make_flow("https://api.openai.com/v1/chat/completions",
+                                         {"model": "gpt-4", "messages": messages},
+                                         {"X-Kimi-Session": "growing"}, CHAT_REPLY))
+        # About 1,000 tokens a turn, calibrated (the fake reports 11 prompt tokens: factor 0.25).
+        m = re.search(r"~(\d+) turns left \(\+(\d+)/turn\)", flow.comment)
+        assert m and 240 < int(m.group(2)) < 270
+        gauge = h.kimi.metrics.turns_left.labels("growing", "openai")._value.get()
+        assert gauge == int(m.group(1)) > 0
     asyncio.run(main())

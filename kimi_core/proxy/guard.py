@@ -14,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections import OrderedDict, deque
 from collections.abc import Coroutine
 
 from mitmproxy import ctx, exceptions, http
 
 from kimi_core.dialects import gemini
+from kimi_core.forecast import RECENT, forecast
 from kimi_core.guard import (
     LANGUAGES,
     decide,
@@ -54,6 +56,7 @@ class KimiGuard:
         self.kimi = kimi
         self.reject_at = 0.95
         self.alert_at: tuple[float, ...] = (0.75, 0.85, 0.95)
+        self._prompts: OrderedDict[str, deque[int]] = OrderedDict()  # recent calibrated prompts, by session
 
     def load(self, loader) -> None:
         loader.add_option("kimi_guard", bool, True, "Refuse requests that would overflow the model's context window.")
@@ -153,10 +156,25 @@ class KimiGuard:
         call.factor = self.kimi.calibration.factor(model)
         call.decision = decide(result.count.tokens, call.factor, call.window.tokens,
                                result.request.max_output_tokens, self.reject_at, self.alert_at)
+        if not call.decision.refuse:
+            self._forecast(call)
         if call.decision.alert is not None and not call.decision.refuse:
             self._alert(flow, call, call.decision.alert, "window_share",
                         f"{call.provider} {model}: prompt at {call.decision.share:.0%} of the "
                         f"{call.window.tokens:,}-token window ({call.decision.estimate:,} tokens)")
+
+    def _forecast(self, call: LLMCall) -> None:
+        """The session's prompt growth per turn, and the turns left before a refusal."""
+        if call.session is None or call.decision is None or call.window is None:
+            return
+        prompts = self._prompts.setdefault(call.session.id, deque(maxlen=RECENT + 1))
+        self._prompts.move_to_end(call.session.id)
+        if len(self._prompts) > 1000:
+            self._prompts.popitem(last=False)
+        prompts.append(call.decision.estimate)
+        call.forecast = forecast(list(prompts), call.window.tokens, self.reject_at)
+        if call.forecast is not None and call.forecast.turns_left is not None:
+            self.kimi.metrics.turns_left.labels(call.session.name, call.provider).set(call.forecast.turns_left)
 
     def _refuse(self, flow: http.HTTPFlow, call: LLMCall) -> None:
         result = call.result()

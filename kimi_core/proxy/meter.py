@@ -52,6 +52,8 @@ def summary(call: LLMCall) -> str:
     if call.decision is not None:
         warn = "⚠ " if call.decision.alert is not None else ""
         parts.append(f"{warn}{call.decision.share:.0%} of {call.decision.window:,}")
+    if call.forecast is not None and call.forecast.turns_left is not None:
+        parts.append(f"~{call.forecast.turns_left} turns left (+{call.forecast.growth:,}/turn)")
     usage = call.reply.usage if call.reply else None
     if usage and usage.prompt_tokens is not None:
         parts.append(f"prompt {usage.prompt_tokens:,}")
