@@ -23,6 +23,7 @@ from kimi_core.proxy import (
     KimiRecorder,
     KimiSessions,
     KimiTraffic,
+    KimiView,
 )
 
 kimi = KimiContext()
@@ -36,4 +37,5 @@ addons = [
     KimiMemory(kimi),
     KimiMetrics(kimi),
     KimiRecorder(kimi),
+    KimiView(kimi),
 ]

@@ -62,8 +62,12 @@ class SSEParser:
 
 
 class StreamWatcher:
-    def __init__(self, dialect: str, sse: bool, content_encoding: str = "") -> None:
+    def __init__(self, dialect: str, sse: bool, content_encoding: str = "", keep: int = 0) -> None:
         self.dialect = dialect
+        # The stream as it passed, up to ``keep`` bytes (mitmproxy keeps no body for streams;
+        # mitmweb shows this one). None once it outgrew that.
+        self.kept: bytearray | None = bytearray() if keep else None
+        self._keep = keep
         self.sse = sse
         self.reader = dialects.stream_reader(dialect)
         self.parser = SSEParser()
@@ -82,6 +86,11 @@ class StreamWatcher:
         if chunk and self.first_chunk_at is None:
             self.first_chunk_at = time.time()
         self.bytes += len(chunk)
+        if self.kept is not None:
+            if len(self.kept) + len(chunk) > self._keep:
+                self.kept = None
+            else:
+                self.kept += chunk
         if self.error is None:
             try:
                 self._read(chunk)

@@ -14,6 +14,7 @@ from kimi_core.proxy.metrics import KimiMetrics
 from kimi_core.proxy.recorder import KimiRecorder
 from kimi_core.proxy.sessions import KimiSessions
 from kimi_core.proxy.traffic import KimiTraffic
+from kimi_core.proxy.view import KimiView
 
 __all__ = ["KimiCompactor", "KimiContext", "KimiGuard", "KimiMemory", "KimiMeter", "KimiMetrics", "KimiRecorder",
-           "KimiSessions", "KimiTraffic", "LLMCall"]
+           "KimiSessions", "KimiTraffic", "KimiView", "LLMCall"]

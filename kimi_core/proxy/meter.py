@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 # costs more than the work (well under a millisecond for 16 KB).
 ANALYSE_INLINE_LIMIT = 16 * 1024
 PARSE_INLINE_LIMIT = 256 * 1024  # larger response bodies are parsed in a thread
+STREAM_KEPT = 4 * 1024 * 1024  # bytes of a stream kept as the flow's body, for mitmweb; bigger ones are not
 
 
 def summary(call: LLMCall) -> str:
@@ -180,7 +181,7 @@ class KimiMeter:
         gemini_array = (call.dialect == GEMINI and ":streamGenerateContent" in call.path
                         and response.status_code == 200)
         if sse or gemini_array:
-            call.watcher = StreamWatcher(call.dialect, sse, response.headers.get("content-encoding", ""))
+            call.watcher = StreamWatcher(call.dialect, sse, response.headers.get("content-encoding", ""), STREAM_KEPT)
             response.stream = call.watcher
 
     def response(self, flow: http.HTTPFlow) -> Coroutine[None, None, None] | None:
@@ -205,6 +206,10 @@ class KimiMeter:
 
     def _replied(self, flow: http.HTTPFlow, call: LLMCall, reply: Reply) -> None:
         call.reply = reply
+        if call.watcher is not None and call.watcher.kept is not None and flow.response is not None:
+            # mitmproxy keeps no body for a stream: give the flow the one that passed, for
+            # mitmweb and saved flows (the client has it already; nothing is sent again).
+            flow.response.raw_content = bytes(call.watcher.kept)
         if reply.error:
             status = flow.response.status_code if flow.response else "-"
             call.errors.append(f"provider error ({status}): {reply.error[:300]}")
