@@ -24,6 +24,22 @@ class Check:
     fix: str = ""
 
 
+def _holds(bundle: Path, ca: Path) -> bool:
+    """Is ``ca`` the file ``bundle``, or one of the certificates in it?"""
+    try:
+        return bundle.resolve() == ca.resolve() or ca.read_text().strip() in bundle.read_text(errors="replace")
+    except OSError:
+        return False
+
+
+def _trust_fix(var: str, ca: Path) -> str:
+    if var == "NODE_EXTRA_CA_CERTS":  # added to Node's own roots
+        return f"export {var}={ca}"
+    # Python replaces its roots with the file: a bundle keeps every other site working.
+    return (f"cat /etc/ssl/certs/ca-certificates.crt {ca} > ~/.kimi-proxy/ca-bundle.pem && "
+            f"export {var}=~/.kimi-proxy/ca-bundle.pem")
+
+
 def _ca(confdir: Path) -> list[Check]:
     ca = confdir / CA_FILE
     if not ca.exists():
@@ -41,14 +57,13 @@ def _ca(confdir: Path) -> list[Check]:
     for var, who in (("SSL_CERT_FILE", "Python (httpx, openai, anthropic)"),
                      ("REQUESTS_CA_BUNDLE", "Python requests"), ("NODE_EXTRA_CA_CERTS", "Node agents")):
         value = os.environ.get(var)
-        if value and Path(value).expanduser().resolve() == ca.resolve():
-            out.append(Check(f"{var}", OK, f"{who} trust the CA"))
+        if value and _holds(Path(value).expanduser(), ca):
+            out.append(Check(f"{var}", OK, f"{who} trust the CA ({value})"))
         elif value:
-            out.append(Check(f"{var}", WARN, f"set to {value}, not to the mitmproxy CA: {who} will not trust Kimi",
-                             f"export {var}={ca}" + (" (or a bundle that includes it)" if var != "NODE_EXTRA_CA_CERTS"
-                                                     else "")))
+            out.append(Check(f"{var}", WARN, f"set to {value}, which does not hold the mitmproxy CA: {who} will "
+                                             "not trust Kimi", _trust_fix(var, ca)))
         else:
-            out.append(Check(f"{var}", WARN, f"not set: {who} may not trust Kimi", f"export {var}={ca}"))
+            out.append(Check(f"{var}", WARN, f"not set: {who} may not trust Kimi", _trust_fix(var, ca)))
     return out
 
 

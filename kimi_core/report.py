@@ -115,11 +115,14 @@ def largest_tool_results(conn: sqlite3.Connection, request_id: str | None, diale
 
 def session_section(conn: sqlite3.Connection, s: dict[str, Any], counter: TokenCounter) -> str:
     rows = conn.execute(
-        "SELECT id, dialect, coalesce(prompt_tokens_cal, prompt_tokens_est), tokens_before, action, context_window "
-        "FROM requests WHERE session_id = ? ORDER BY ts", (s["session"],)).fetchall()
-    points = [{"prompt": r[2], "before": r[3], "action": r[4]} for r in rows if r[2] is not None]
+        "SELECT id, dialect, coalesce(prompt_tokens_cal, prompt_tokens_est), tokens_before, action, context_window, "
+        "coalesce(calibration_factor, 1), tokens_after FROM requests WHERE session_id = ? ORDER BY ts",
+        (s["session"],)).fetchall()
+    # The prompt as the guard saw it (calibrated), and before compaction on the same scale.
+    points = [{"prompt": r[2], "before": round(r[3] * r[6]) if r[3] is not None else None, "action": r[4]}
+              for r in rows if r[2] is not None]
     window = next((r[5] for r in reversed(rows) if r[5]), None)
-    saved = sum((r[3] or 0) - (r[2] or 0) for r in rows if r[3] is not None)
+    saved = sum(r[3] - r[7] for r in rows if r[3] is not None and r[7] is not None)  # local tokens
     last = next(((r[0], r[1]) for r in reversed(rows) if r[4] != "rejected"), (None, None))
     top = largest_tool_results(conn, last[0], last[1], counter)
     out = [(f'<section class="session"><h2>{_e(s["name"] or s["session"][:8])} '

@@ -128,7 +128,9 @@ def test_no_database_yet(tmp_path):
 
 def test_doctor_says_what_is_wrong_and_how_to_fix_it(recorded, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS")}
-    env["REQUESTS_CA_BUNDLE"] = str(recorded.ca)
+    bundle = tmp_path / "bundle.pem"  # other roots, then the CA: it counts
+    bundle.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n" + recorded.ca.read_text())
+    env["REQUESTS_CA_BUNDLE"] = str(bundle)
     bad_config = tmp_path / "bad.toml"
     bad_config.write_text('[providers.x]\ndialect = "klingon"\n')
     run = subprocess.run([sys.executable, "-m", "kimi_core.cli", "--db", str(recorded.db), "doctor", "--json",
@@ -138,7 +140,8 @@ def test_doctor_says_what_is_wrong_and_how_to_fix_it(recorded, tmp_path):
     assert run.returncode == 1  # the config is broken
     assert checks["mitmproxy CA"]["status"] == "ok" and checks["REQUESTS_CA_BUNDLE"]["status"] == "ok"
     assert checks["NODE_EXTRA_CA_CERTS"]["fix"] == f"export NODE_EXTRA_CA_CERTS={recorded.ca}"
-    assert checks["SSL_CERT_FILE"]["fix"] == f"export SSL_CERT_FILE={recorded.ca}"
+    assert checks["SSL_CERT_FILE"]["fix"].endswith("export SSL_CERT_FILE=~/.kimi-proxy/ca-bundle.pem")
+    assert str(recorded.ca) in checks["SSL_CERT_FILE"]["fix"]
     assert checks["database"]["status"] == "ok" and "mode 0o600" in checks["database"]["detail"]
     assert checks["config"]["status"] == "problem" and "klingon" in checks["config"]["detail"]
     assert checks["tokenizers"]["detail"].startswith("offline: cl100k_base")
