@@ -214,12 +214,13 @@ class Compacted:
 
 
 def compact(text: str, budget: int, query: Query | str, count: Callable[[str], int]) -> Compacted:
-    """``text`` within ``budget`` tokens; deterministic for the same inputs.
+    """``text`` within ``budget`` tokens (at least ``MIN_BUDGET``); deterministic for the same inputs.
 
     Whole texts are counted exactly, lines are estimated from the text's
     tokens per character (counting 40,000 lines one by one costs seconds);
     the result is counted again and trimmed until it really fits.
     """
+    budget = max(budget, MIN_BUDGET)  # a marker alone takes about 40 tokens
     digest = sha256(text)
     cleaned = clean(text)
     cleaned_tokens = count(cleaned)
@@ -291,6 +292,7 @@ CHUNK_TOKENS = 512  # at most: finer chunks keep more of what matters, coarser o
 MAX_LINE = 2000  # characters
 JSON_LINE = 200  # a JSON value this long or shorter stays on one line
 MARKER_TOKENS = 40
+MIN_BUDGET = 100
 
 
 def _assemble(lines: list[str], pieces: list[Chunk], kept: list[int], digest: str,

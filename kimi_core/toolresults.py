@@ -180,6 +180,7 @@ class Done:
     name: str | None
     original: str
     compacted: Compacted
+    locator: tuple[str | int, ...] = ()  # where the result sits in the body
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +258,8 @@ class Plan:
             if p is None or compacted is None:
                 continue
             edits.append((p.span, replacement(self.text, p, compacted.text)))
-            done.append(Done(self.found[n].result.name, p.text, compacted))
+            result = self.found[n].result
+            done.append(Done(result.name, p.text, compacted, result.locator))
         if not edits:
             return None
         return Rewritten(splice(self.text, edits), tuple(done))

@@ -317,8 +317,9 @@ def test_a_budget_of_zero_turns_compaction_off(harness):
 def test_a_negative_budget_fails_at_start_up(harness):
     async def main():
         h = await harness()
-        with pytest.raises(exceptions.OptionsError, match="kimi_tool_budget"):
-            h.tctx.options.update(kimi_tool_budget=-1)
+        for bad in (-1, 50):  # 50: smaller than a marker
+            with pytest.raises(exceptions.OptionsError, match="kimi_tool_budget"):
+                h.tctx.options.update(kimi_tool_budget=bad)
     asyncio.run(main())
 
 

@@ -19,6 +19,7 @@ from collections.abc import Coroutine
 from mitmproxy import ctx, exceptions, http
 
 from kimi_core.analysis import Analysis, analyse
+from kimi_core.compaction import MIN_BUDGET
 from kimi_core.proxy.context import KimiContext, LLMCall
 from kimi_core.store import ArchiveRecord
 from kimi_core.toolresults import Plan, Rewritten
@@ -110,8 +111,10 @@ class KimiCompactor:
         )
 
     def configure(self, updated: set[str]) -> None:
-        if "kimi_tool_budget" in updated and ctx.options.kimi_tool_budget < 0:
-            raise exceptions.OptionsError("kimi_tool_budget must be 0 (off) or a number of tokens")
+        budget = ctx.options.kimi_tool_budget
+        if "kimi_tool_budget" in updated and (budget < 0 or 0 < budget < MIN_BUDGET):
+            raise exceptions.OptionsError(
+                f"kimi_tool_budget must be 0 (off) or at least {MIN_BUDGET} tokens (a marker takes about 40)")
 
     def request(self, flow: http.HTTPFlow) -> Coroutine[None, None, None] | None:
         """Hold the request for compaction only if it could hold a tool result over budget."""
