@@ -154,8 +154,8 @@ HOSTILE = [
     ("a 4 MB string", json.dumps({"model": "m", "messages": [{"role": "tool", "content": "é" * 2_000_000}]}).encode()),
     ("invalid UTF-8", b'{"model": "m", "messages": [{"role": "user", "content": "\xff\xfe"}]}'),
     ("lone surrogates", b'{"model": "m", "messages": [{"role": "tool", "content": "\\ud800 \\udfff x"}]}'),
-    ("NaN and Infinity", b'{"model": "m", "temperature": NaN, "top_p": Infinity, "messages": [{"role": "user", '
-                         b'"content": -Infinity}]}'),
+    ("NaN and Infinity", (b'{"model": "m", "temperature": NaN, "top_p": Infinity, "messages": [{"role": "user", '
+                         b'"content": -Infinity}]}')),
     ("duplicate keys", b'{"model": "a", "model": "b", "messages": [], "messages": [{"role": "user", "content": "x"}]}'),
     ("content as a number", b'{"model": "m", "messages": [{"role": "user", "content": 42}]}'),
     ("messages as an object", b'{"model": "m", "messages": {"role": "user"}}'),
