@@ -77,6 +77,7 @@ class StreamWatcher:
         self.first_chunk_at: float | None = None
         self.finished = False
         self.error: str | None = None
+        self.bad_event: str | None = None  # the first event that could not be read
         encoding = content_encoding.strip().lower()
         self._inflate = zlib.decompressobj(wbits=47) if encoding in ("gzip", "deflate") else None
         if encoding and self._inflate is None and encoding != "identity":
@@ -111,7 +112,11 @@ class StreamWatcher:
         events = self.parser.feed(chunk) if chunk else self.parser.close()
         for event, data in events:
             self.events += 1
-            self.reader.feed(event, data)
+            try:
+                self.reader.feed(event, data)
+            except (ValueError, TypeError, AttributeError) as e:  # one bad event: note it, read on
+                if self.bad_event is None:
+                    self.bad_event = f"unreadable stream event {self.events}: {str(e)[:120]}"
 
     def result(self) -> Reply:
         """What was read so far: complete after the end, partial after an error."""
@@ -122,6 +127,8 @@ class StreamWatcher:
                 if self.error is None:
                     self.error = f"unreadable stream: {e}"
                 return Reply()
+        if self.bad_event is not None and self.error is None:
+            self.error = self.bad_event
         return self.reader.finish()
 
 

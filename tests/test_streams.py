@@ -42,7 +42,9 @@ def test_watcher_survives_garbage_and_keeps_passing_bytes():
     watcher = StreamWatcher("openai-chat", sse=True)
     assert watcher(b"data: {not json\n\n") == b"data: {not json\n\n"
     assert watcher(b'data: {"usage":{"prompt_tokens":1}}\n\n') == b'data: {"usage":{"prompt_tokens":1}}\n\n'
-    assert watcher.error.startswith("unreadable stream")
+    reply = watcher.result()
+    assert watcher.error.startswith("unreadable stream event 1")
+    assert reply.usage.prompt_tokens == 1  # the events after the bad one are still read
 
 
 def test_watcher_of_an_unsupported_encoding_says_so():

@@ -23,15 +23,22 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import socket
 import ssl
 import tempfile
 import threading
 import time
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Self
 
 REPLY = "Hello from the fake provider."
+HANG_SECONDS = 30
+# Faults a request asks for with ``X-Fake-Fault``: "close" (the connection drops
+# mid-stream), "hang" (a stream that never finishes), "malformed" (an event that
+# is not JSON), "truncated" (the last event cut short), "gzip" (a gzip-encoded
+# stream), "empty" (with X-Fake-Status: an error status with no body).
 
 
 def make_certificate(directory: Path) -> tuple[Path, Path]:
@@ -198,7 +205,13 @@ class Handler(BaseHTTPRequestHandler):
         self.server.seen.append({"path": self.path, "headers": dict(self.headers), "body": body})
         dialect = dialect_of(self.path)
         status = int(self.headers.get("x-fake-status") or 200)
+        fault = self.headers.get("x-fake-fault", "")
         if dialect is None or status != 200:
+            if fault == "empty":  # an error status with no body at all
+                self.send_response(status)
+                self.send_header("content-length", "0")
+                self.end_headers()
+                return
             self._send_json(status if dialect else 404, error_body(dialect, status, "fake failure"))
             return
         try:
@@ -225,17 +238,35 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("content-type", "text/event-stream" if sse else "application/json")
         self.send_header("transfer-encoding", "chunked")
         self.send_header("x-fake-prompt-tokens", str(prompt))
+        gz = zlib.compressobj(wbits=31) if fault == "gzip" else None
+        if gz is not None:
+            self.send_header("content-encoding", "gzip")
         self.end_headers()
         evs = events(dialect, model, prompt, pieces)
         for i, (name, payload) in enumerate(evs):
             if i and delay:
                 time.sleep(delay)
+            if fault == "close" and i == len(evs) // 2:  # the connection drops mid-stream
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
+                return
+            if fault == "hang" and i == 2:  # never finishes
+                time.sleep(HANG_SECONDS)
+                return
             text = payload if isinstance(payload, str) else json.dumps(payload)
+            if fault == "malformed" and i == 1:
+                text = "{this is not json"
             if sse:
                 chunk = (f"event: {name}\n" if name else "") + f"data: {text}\n\n"
             else:
                 chunk = ("[" if i == 0 else ",\r\n") + text + ("]" if i == len(evs) - 1 else "")
-            self._chunk(chunk.encode())
+            if fault == "truncated" and i == len(evs) - 1:
+                chunk = chunk[:len(chunk) // 2]  # the last event cut short, then the end
+            data = chunk.encode()
+            self._chunk(gz.compress(data) + gz.flush(zlib.Z_SYNC_FLUSH) if gz is not None else data)
+        if gz is not None:
+            self._chunk(gz.flush())
         self._chunk(b"")
 
     def _chunk(self, data: bytes) -> None:
