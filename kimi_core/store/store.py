@@ -73,6 +73,7 @@ class Store:
         self._closing = threading.Event()  # cuts short the wait between retries
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
+        self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
         self._blobs = Blobs()
         self._blob_bytes = 0
         self.named_sessions: list[SessionRecord] = []
@@ -108,8 +109,31 @@ class Store:
         except (OSError, sqlite3.Error, ValueError) as e:
             raise StoreError(f"cannot open database {self.path}: {e}") from e
         self._conn = conn
+        self._identity = self._file_identity()
         self.named_sessions = named
         return named
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def _reopen_if_gone(self) -> None:
+        """The database file was deleted or replaced while open: write to a new one, not to a ghost."""
+        if self._file_identity() == self._identity:
+            return
+        logger.warning("kimi: database %s was deleted or replaced while the proxy ran; creating a new one",
+                       self.path)
+        old = self._conn
+        self._blobs.forget()  # none of the known blobs are in the new file
+        self.open()
+        if old is not None:
+            try:
+                old.close()
+            except sqlite3.Error:
+                pass
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="kimi-store", daemon=True)
@@ -179,8 +203,9 @@ class Store:
                     return
                 continue
             try:
+                self._reopen_if_gone()
                 self._write(pending)
-            except sqlite3.Error as e:
+            except (sqlite3.Error, StoreError) as e:
                 self.failures += 1
                 if failing_since is None:
                     failing_since = time.monotonic()
