@@ -19,10 +19,10 @@ SECRET_HEADERS = frozenset({
 })
 
 _QUERY_SECRET = re.compile(r"(?i)([?&](?:key|api[_-]?key|access[_-]?token|token)=)[^&#]*")
-_JSON_SECRET = re.compile(
-    r'(?i)("(?:api[_-]?key|apikey|access[_-]?token|secret|password|authorization|x-api-key)"\s*:\s*")'
-    r'(?:[^"\\]|\\.)*(")'
-)
+_SECRET_NAMES = r"(?:api[_-]?key|apikey|access[_-]?token|secret|password|authorization|x-api-key)"
+_JSON_SECRET = re.compile(rf'(?i)("{_SECRET_NAMES}"\s*:\s*")(?:[^"\\]|\\.)*(")')
+# The same inside a JSON string (a config pasted in a message): {\"password\": \"...\"}
+_ESCAPED_SECRET = re.compile(rf'(?i)(\\"{_SECRET_NAMES}\\"\s*:\s*\\")(?:(?!\\").){{0,500}}?(\\")')
 # One pattern per key family, each starting with a literal so that ``re`` can
 # skip ahead with its prefix search (an alternation or a leading ``\b`` makes it
 # try every position: 48 ms instead of 2 ms on a 2 MB body).
@@ -47,6 +47,8 @@ def redact_path(path: str) -> str:
 def redact_text(text: str) -> str:
     """A body (JSON or not) with secret-named fields and key-shaped strings removed."""
     text = _JSON_SECRET.sub(lambda m: m.group(1) + REDACTED + m.group(2), text)
+    if '\\"' in text:
+        text = _ESCAPED_SECRET.sub(lambda m: m.group(1) + REDACTED + m.group(2), text)
     for prefix, pattern in zip(_KEY_PREFIXES, _KEY_SHAPES):
         if prefix in text:
             text = pattern.sub(REDACTED, text)

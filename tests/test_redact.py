@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from kimi_core.redact import REDACTED, redact_path, redact_text
@@ -34,3 +36,10 @@ def test_secret_named_fields_are_removed_whatever_their_value():
 def test_ordinary_text_is_left_alone():
     text = '{"content": "ask the skeptic about the task-list"}'
     assert redact_text(text) == text
+
+
+def test_secrets_in_json_pasted_inside_a_json_string_are_redacted():
+    body = json.dumps({"content": "my config: " + json.dumps({"api_key": "k-123", "password": "hunter2", "n": 1})})
+    out = redact_text(body)
+    assert "k-123" not in out and "hunter2" not in out and '\\"n\\": 1' in out
+    assert json.loads(out)["content"] == 'my config: {"api_key": "[REDACTED]", "password": "[REDACTED]", "n": 1}'

@@ -24,7 +24,7 @@ class Mitmdump:
                  options: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
         self.workdir = Path(workdir)
         self.confdir = self.workdir / "mitmproxy-conf"
-        self.db = self.workdir / "kimi.db"
+        self.db = Path((options or {}).get("kimi_db") or self.workdir / "kimi.db")
         self.log_path = self.workdir / f"mitmdump-{os.getpid()}-{time.monotonic_ns()}.log"
         cmd = [str(Path(sys.executable).with_name("mitmdump")),
                "--listen-host", "127.0.0.1", "--listen-port", "0",
@@ -35,7 +35,8 @@ class Mitmdump:
             cmd += ["-s", str(REDIRECT_SCRIPT), "--set", f"kimi_fake_upstream=127.0.0.1:{upstream_port}",
                     "--set", "connection_strategy=lazy", "--set", "ssl_insecure=true"]
         for key, value in (options or {}).items():
-            cmd += ["--set", f"{key}={value}"]
+            if key != "kimi_db":
+                cmd += ["--set", f"{key}={value}"]
         self.cmd = cmd + list(args)
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
