@@ -85,3 +85,25 @@ def test_a_full_database_holds_rows_until_there_is_room_again(tmp_path):
     store.close()
     db = sqlite3.connect(tmp_path / "kimi.db")
     assert db.execute("SELECT count(*) FROM requests").fetchone()[0] == 30 and store.lost == 0
+
+
+def test_a_read_only_database_holds_rows_until_it_is_writable_again(tmp_path):
+    # chmod cannot make a file read-only for root, who runs these tests: SQLite's query_only
+    # gives the writer the same "attempt to write a readonly database" errors.
+    store = Store(tmp_path / "kimi.db")
+    store.open()
+    store._conn.execute("PRAGMA query_only = ON")
+    store.start()
+    for i in range(10):
+        store.submit(RequestRecord({"id": f"r{i}", "ts": f"2026-11-21T00:00:{i:02d}"}))
+    deadline = time.monotonic() + 10
+    while store.failures == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert store.failures > 0 and store.pending == 10 and store.lost == 0
+    store._conn.execute("PRAGMA query_only = OFF")
+    deadline = time.monotonic() + 20
+    while store.pending and time.monotonic() < deadline:
+        time.sleep(0.05)
+    store.close()
+    db = sqlite3.connect(tmp_path / "kimi.db")
+    assert db.execute("SELECT count(*) FROM requests").fetchone()[0] == 10 and store.lost == 0
