@@ -222,3 +222,13 @@ def test_a_memory_said_again_is_counted_not_repeated(store, tmp_path):
     assert rows == [("s1", "openai", "preference", "prefers pytest over unittest",
                      "I prefer pytest over unittest ([REDACTED])", 0.9, 2),
                     ("s2", "anthropic", "constraint", "never touch prod", "Never touch prod.", 0.9, 1)]
+
+
+def test_a_database_file_someone_else_created_is_made_private(tmp_path):
+    path = tmp_path / "kimi.db"
+    sqlite3.connect(path).close()  # a reader that connected first created it, with the umask's mode
+    path.chmod(0o644)
+    s = Store(path)
+    s.open()
+    s.close()
+    assert path.stat().st_mode & 0o777 == 0o600

@@ -88,6 +88,9 @@ class Store:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             if not self.path.exists():
                 os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            st = os.stat(self.path)
+            if st.st_mode & 0o077 and st.st_uid == os.getuid():  # created by someone else (a reader): ours now
+                os.chmod(self.path, 0o600)
             conn = sqlite3.connect(self.path, check_same_thread=False, timeout=BUSY_TIMEOUT,
                                    isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
