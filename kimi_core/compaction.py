@@ -213,7 +213,8 @@ class Compacted:
     cleaned_only: bool  # the clean-up alone fitted the budget
 
 
-def compact(text: str, budget: int, query: Query | str, count: Callable[[str], int]) -> Compacted:
+def compact(text: str, budget: int, query: Query | str, count: Callable[[str], int],
+            digest: str | None = None) -> Compacted:
     """``text`` within ``budget`` tokens (at least ``MIN_BUDGET``); deterministic for the same inputs.
 
     Whole texts are counted exactly, lines are estimated from the text's
@@ -221,7 +222,7 @@ def compact(text: str, budget: int, query: Query | str, count: Callable[[str], i
     the result is counted again and trimmed until it really fits.
     """
     budget = max(budget, MIN_BUDGET)  # a marker alone takes about 40 tokens
-    digest = sha256(text)
+    digest = digest or sha256(text)  # the caller's, when it has hashed the text already
     cleaned = clean(text)
     cleaned_tokens = count(cleaned)
     original = cleaned_tokens if cleaned == text else count(text)
@@ -328,14 +329,15 @@ class Compactor:
 
     def compact(self, text: str, budget: int, query: Query, encoding: str) -> Compacted:
         asked = f"{query.ask}\0{query.args}".encode("utf-8", "surrogatepass")
-        key = (sha256(text), hashlib.blake2b(asked).digest(), budget, encoding)
+        digest = sha256(text)
+        key = (digest, hashlib.blake2b(asked).digest(), budget, encoding)
         with self._lock:
             found = self._cache.get(key)
             if found is not None:  # put back: five minutes from the last use, not the first
                 self.hits += 1
                 self._cache[key] = found
                 return found
-        result = compact(text, budget, query, tokens.counter_for(encoding))
+        result = compact(text, budget, query, tokens.counter_for(encoding), digest)
         with self._lock:
             try:
                 self._cache[key] = result

@@ -295,30 +295,30 @@ def classify(sentence: str) -> Memory | None:
 
 def extract(text: str) -> list[Memory]:
     """Every preference, intention and constraint the user states in ``text``."""
-    return read(text)[1]
+    return read(text)[2]
 
 
-def read_all(texts: list[str]) -> list[tuple[str, list[Memory], float]]:
+def read_all(texts: list[str]) -> list[tuple[str, bool, list[Memory], float]]:
     """``read`` for each text, with the seconds each took: one call for a batch, in another process."""
     out = []
     for text in texts:
         started = time.perf_counter()
-        words, found = read(text)
-        out.append((words, found, time.perf_counter() - started))
+        words, passed, found = read(text)
+        out.append((words, passed, found, time.perf_counter() - started))
     return out
 
 
-def read(text: str) -> tuple[str, list[Memory]]:
-    """The user's own words in ``text`` and what they state; no statements if the filter drops it."""
+def read(text: str) -> tuple[str, bool, list[Memory]]:
+    """The user's own words in ``text``, whether the lexical filter let them through, what they state."""
     words = user_words(text)
     if not has_cue(words):
-        return words, []
+        return words, False, []
     found: dict[tuple[str, str], Memory] = {}
     for sentence in sentences(words):
         memory = classify(sentence)
         if memory is not None:
             found.setdefault((memory.kind, memory.content), memory)
-    return words, list(found.values())
+    return words, True, list(found.values())
 
 
 # -- the optional language-model stage -------------------------------------------------------------

@@ -201,9 +201,9 @@ class KimiMemory:
             logger.warning("kimi: the memory reader process stopped; reading in a thread instead")
             self._reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kimi-memory")
             results = await loop.run_in_executor(self._reader, memory.read_all, texts)
-        for job, (words, found, seconds) in zip(jobs, results, strict=True):
+        for job, (words, passed, found, seconds) in zip(jobs, results, strict=True):
             metrics.memory_duration.observe(seconds)
-            if not found and not memory.has_cue(words):
+            if not passed:
                 metrics.memory_filtered.inc()
                 continue
             if ctx.options.kimi_memory_llm:
