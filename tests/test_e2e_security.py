@@ -1,6 +1,7 @@
 """No credential reaches the database, the log, flow comments, the CLI's output or the metrics."""
 
 import json
+import os
 import socket
 import sqlite3
 import subprocess
@@ -106,3 +107,30 @@ def test_the_database_and_its_directory_are_created_private(fake, tmp_path):
         pass
     assert db.stat().st_mode & 0o777 == 0o600
     assert db.parent.stat().st_mode & 0o777 == 0o700
+
+
+def listening_addresses(pid):
+    """The local (address, port) of the TCP sockets process ``pid`` listens on (Linux's /proc)."""
+    inodes = {os.readlink(f"/proc/{pid}/fd/{fd}")[8:-1] for fd in os.listdir(f"/proc/{pid}/fd")
+              if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:[")}
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in list(f)[1:]:
+                fields = line.split()
+                address, hexport = fields[1].split(":")
+                if fields[3] == "0A" and fields[9] in inodes:  # LISTEN, this process's
+                    found.append((address, int(hexport, 16)))
+    return found
+
+
+@pytest.mark.parametrize("listen_host,expected", [
+    (None, {"0100007F"}),  # mitmproxy's default is every interface: Kimi makes it 127.0.0.1
+    ("0.0.0.0", {"00000000"}),  # said by the user: left alone
+])
+def test_the_proxy_listens_on_loopback_unless_told_otherwise(tmp_path, listen_host, expected):
+    with Mitmdump(tmp_path, listen_host=listen_host) as proxy:
+        addresses = listening_addresses(proxy.proc.pid)
+        assert {a for a, _ in addresses} == expected and {p for _, p in addresses} == {proxy.port}
+        with httpx.Client(proxy=proxy.url) as client:  # and it still proxies
+            assert client.get("http://127.0.0.1:9/").status_code == 502

@@ -1,13 +1,18 @@
 """Recognise LLM traffic: which flows are calls to a provider, in which dialect.
 
-Also owns what is decrypted at all: by default mitmproxy's ``allow_hosts`` is
-set to the provider hosts, so TLS to every other host is tunnelled untouched.
-``kimi_intercept_all`` lifts that; a user's own ``allow_hosts`` /
-``ignore_hosts`` are left as they are.
+Also owns what the proxy exposes at all:
+
+- it listens on loopback: mitmproxy's default ``listen_host`` is every
+  interface, an open proxy on a laptop's Wi-Fi. A ``listen_host`` the user
+  sets (``--listen-host 0.0.0.0``) is left as it is.
+- by default mitmproxy's ``allow_hosts`` is set to the provider hosts, so TLS
+  to every other host is tunnelled untouched. ``kimi_intercept_all`` lifts
+  that; a user's own ``allow_hosts`` / ``ignore_hosts`` are left as they are.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 
@@ -21,6 +26,8 @@ from kimi_core.proxy.context import KimiContext, LLMCall
 from kimi_core.redact import redact_path
 
 logger = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
 
 
 def reverse_targets(modes: list[str]) -> list[str]:
@@ -37,10 +44,25 @@ def reverse_targets(modes: list[str]) -> list[str]:
     return patterns
 
 
+def _wildcard(host: str) -> bool:
+    return host in ("", "0.0.0.0", "::")
+
+
+async def _restart(proxyserver) -> None:
+    """Stop the proxy's servers and start them again, so that they read ``listen_host`` anew."""
+    modes = [mode_specs.ProxyMode.parse(m) for m in ctx.options.mode]
+    await proxyserver.servers.update([])
+    if await proxyserver.servers.update(modes):
+        logger.info("kimi: listening on %s only (--listen-host 0.0.0.0 to accept other machines)", LOOPBACK)
+    else:
+        logger.error("kimi: could not listen on %s again: see the errors above", LOOPBACK)
+
+
 class KimiTraffic:
     def __init__(self, kimi: KimiContext) -> None:
         self.kimi = kimi
         self._our_allow: list[str] | None = None
+        self._loopback = False  # listen_host was left to its default: Kimi set it to loopback
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -55,6 +77,9 @@ class KimiTraffic:
         )
 
     def configure(self, updated: set[str]) -> None:
+        if "listen_host" in updated and not ctx.options.listen_host:
+            self._loopback = True
+            ctx.options.update(listen_host=LOOPBACK)
         if "kimi_config" in updated:
             try:
                 self.kimi.config = load_config(ctx.options.kimi_config or None)
@@ -63,6 +88,17 @@ class KimiTraffic:
             self.kimi.registry = self.kimi.config.registry()
         if updated & {"kimi_config", "kimi_intercept_all", "mode", "allow_hosts", "ignore_hosts"}:
             self._set_allow_hosts()
+
+    def running(self) -> None:
+        # mitmproxy loads scripts in a task that races with the start of its
+        # servers: those that started before ``configure`` set the loopback
+        # address listen on every interface. Start them again, on loopback.
+        proxyserver = ctx.master.addons.get("proxyserver")
+        if not self._loopback or proxyserver is None:
+            return
+        if any(_wildcard(addr[0]) for server in proxyserver.servers for addr in server.listen_addrs
+               if server.mode.custom_listen_host is None):
+            asyncio.get_running_loop().create_task(_restart(proxyserver))
 
     def _set_allow_hosts(self) -> None:
         current = list(ctx.options.allow_hosts)

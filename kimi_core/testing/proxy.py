@@ -14,21 +14,23 @@ from typing import Self
 ROOT = Path(__file__).resolve().parents[2]
 KIMI_SCRIPT = ROOT / "addons" / "kimi.py"
 REDIRECT_SCRIPT = Path(__file__).with_name("redirect.py")
-_LISTENING = re.compile(r"listening at .*?:(\d+)")
+_LISTENING = re.compile(r"listening at (\S+):(\d+)\.")
 
 
 class Mitmdump:
     """``with Mitmdump(workdir, upstream_port=fake.port) as proxy: proxy.url, proxy.ca``."""
 
     def __init__(self, workdir: Path, upstream_port: int | None = None, kimi: bool = True,
-                 options: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
+                 options: dict[str, str] | None = None, args: tuple[str, ...] = (),
+                 listen_host: str | None = "127.0.0.1") -> None:
         self.workdir = Path(workdir)
         self.confdir = self.workdir / "mitmproxy-conf"
         self.db = Path((options or {}).get("kimi_db") or self.workdir / "kimi.db")
         self.log_path = self.workdir / f"mitmdump-{os.getpid()}-{time.monotonic_ns()}.log"
-        cmd = [str(Path(sys.executable).with_name("mitmdump")),
-               "--listen-host", "127.0.0.1", "--listen-port", "0",
+        cmd = [str(Path(sys.executable).with_name("mitmdump")), "--listen-port", "0",
                "--set", f"confdir={self.confdir}"]
+        if listen_host is not None:  # None: mitmproxy's default, which Kimi turns into loopback
+            cmd += ["--listen-host", listen_host]
         if kimi:
             cmd += ["-s", str(KIMI_SCRIPT), "--set", f"kimi_db={self.db}"]
         if upstream_port is not None:
@@ -59,8 +61,10 @@ class Mitmdump:
             self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=self.workdir)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if m := _LISTENING.search(self.log()):
-                self.port = int(m.group(1))
+            # Without --listen-host, Kimi starts the server again on loopback: wait for that one.
+            found = [m for m in _LISTENING.finditer(self.log()) if m.group(1) != "*" or "--listen-host" in self.cmd]
+            if found:
+                self.port = int(found[-1].group(2))
                 return self
             if self.proc.poll() is not None:
                 break
