@@ -1,19 +1,23 @@
 """The context guard's decisions, as pure functions: calibrate, decide, answer.
 
-- ``Calibration`` learns, per model, how far the local tiktoken estimate is
-  from the prompt tokens the provider reports (the median of recent ratios,
-  so one odd response does not swing it).
+- ``Calibration`` learns, per model, how the prompt tokens the provider
+  reports relate to the local tiktoken estimate: a fixed overhead plus a
+  factor, fitted robustly (``fit``), so one odd response does not swing it
+  and small requests are not extrapolated onto large ones.
 - ``decide`` refuses a request whose calibrated estimate reaches the reject
   threshold of the window, or whose estimate plus requested output exceeds
-  the window; it also says which alert threshold the request reached.
-- ``refusal`` builds the HTTP 400 body in the provider's own error format, so
-  that the official SDKs raise their ``BadRequestError`` and agents that
-  compact on overflow ("prompt is too long", ``context_length_exceeded``) do.
+  the window where the provider refuses that; it also says which alert
+  threshold the request reached.
+- ``refusal`` builds the HTTP 400 body in the provider's own error format,
+  worded as the provider words that case, so that the official SDKs raise
+  their ``BadRequestError`` and every client's own recovery (compaction, a
+  smaller ``max_tokens``, a fallback model) does what it does for the provider.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import threading
 from collections import deque
@@ -23,8 +27,11 @@ from kimi_core.dialects.base import LLMRequest
 from kimi_core.providers import ANTHROPIC, GEMINI, OPENAI_RESPONSES
 from kimi_core.tokens import TokenCounter
 
-RATIO_SAMPLES = 25
-RATIO_BOUNDS = (0.25, 4.0)
+SAMPLES = 25
+FACTOR_BOUNDS = (0.5, 2.5)  # tokenizers differ by 5-45%; anything further out is not a tokenizer
+# Two samples tell a slope only when their sizes differ enough: twice the size and this many tokens.
+SLOPE_SPREAD = 200
+LEGACY_SIZE = 10_000  # the prompt size assumed for a ratio stored before samples were kept
 
 
 def parse_ratio(text: str) -> float:
@@ -47,43 +54,91 @@ def parse_ratios(text: str) -> tuple[float, ...]:
     return tuple(sorted(parse_ratio(part) for part in text.split(",") if part.strip()))
 
 
-class Calibration:
-    """Per-model correction factor: provider-reported prompt tokens / local estimate."""
+@dataclass(frozen=True, slots=True)
+class Fit:
+    """Provider-reported prompt tokens as ``overhead + factor x local estimate``.
 
-    def __init__(self, samples: int = RATIO_SAMPLES) -> None:
-        self._ratios: dict[str, deque[float]] = {}
-        self._factors: dict[str, float] = {}  # the median of each model's ratios
-        self._samples = samples
+    Providers add tokens of their own to every request (Anthropic's tool-use
+    system prompt is about 350), and their tokenizer differs from tiktoken by a
+    factor. A plain ratio learned from small requests would carry the overhead
+    onto large ones: twenty requests of 10 local tokens billed 360 each would
+    make a 6,000-token prompt look like 24,000.
+    """
+
+    factor: float = 1.0
+    overhead: float = 0.0
+
+    def apply(self, estimate: int) -> int:
+        return max(0, round(self.overhead + self.factor * estimate))
+
+
+def fit(samples: list[tuple[int, int]]) -> Fit:
+    """The line through ``(estimate, reported)`` samples, robust to outliers (Theil-Sen).
+
+    The factor is the median slope between samples of clearly different sizes;
+    without such pairs, the samples say nothing about a slope: if they are
+    small the factor stays 1 and the difference is overhead, if they are large
+    (overhead negligible) the factor is their median ratio. The overhead is
+    the median of what the factor leaves over.
+    """
+    samples = [(e, r) for e, r in samples if e > 0 and r > 0]
+    if not samples:
+        return Fit()
+    low, high = FACTOR_BOUNDS
+    slopes = [(r2 - r1) / (e2 - e1) for e1, r1 in samples for e2, r2 in samples
+              if e2 >= 2 * e1 and e2 - e1 >= SLOPE_SPREAD]
+    if slopes:
+        factor = statistics.median(slopes)
+    elif statistics.median(e for e, _ in samples) >= 5 * SLOPE_SPREAD:
+        factor = statistics.median(r / e for e, r in samples)
+    else:
+        factor = 1.0
+    factor = min(high, max(low, factor))
+    overhead = statistics.median(r - factor * e for e, r in samples)
+    return Fit(round(factor, 4), round(overhead, 1))
+
+
+class Calibration:
+    """Per model, how the provider's prompt count relates to the local estimate (see ``Fit``)."""
+
+    def __init__(self, samples: int = SAMPLES) -> None:
+        self._samples: dict[str, deque[tuple[int, int]]] = {}
+        self._fits: dict[str, Fit] = {}
+        self._size = samples
         self._lock = threading.Lock()
 
-    def observe(self, model: str, estimate: int, reported: int) -> float:
-        """Take one response's figures into account; returns the model's new factor."""
+    def observe(self, model: str, estimate: int, reported: int) -> Fit:
+        """Take one response's figures into account; returns the model's new fit."""
         if estimate <= 0 or reported <= 0:
-            return self.factor(model)
-        low, high = RATIO_BOUNDS
-        ratio = min(high, max(low, reported / estimate))
+            return self.fit(model)
         with self._lock:
-            ratios = self._ratios.setdefault(model, deque(maxlen=self._samples))
-            ratios.append(ratio)
-            factor = self._factors[model] = statistics.median(ratios)
-        return factor
+            samples = self._samples.setdefault(model, deque(maxlen=self._size))
+            samples.append((estimate, reported))
+            found = self._fits[model] = fit(list(samples))
+        return found
 
-    def factor(self, model: str | None) -> float:
-        return self._factors.get(model or "", 1.0)
+    def fit(self, model: str | None) -> Fit:
+        return self._fits.get(model or "", Fit())
 
-    def largest(self) -> float:
-        """The largest factor of any model: a bound for requests not yet parsed."""
-        return max(self._factors.values(), default=1.0)
+    def largest(self) -> Fit:
+        """A bound on every model's fit: for requests whose model is not known yet."""
+        fits = list(self._fits.values())
+        return Fit(max((f.factor for f in fits), default=1.0), max((f.overhead for f in fits), default=0.0))
 
-    def ratios(self, model: str) -> list[float]:
+    def samples(self, model: str) -> list[tuple[int, int]]:
         with self._lock:
-            return list(self._ratios.get(model, ()))
+            return list(self._samples.get(model, ()))
 
-    def load(self, model: str, ratios: list[float]) -> None:
+    def load(self, model: str, samples: list[tuple[int, int]]) -> None:
         with self._lock:
-            self._ratios[model] = deque(ratios[-self._samples:], maxlen=self._samples)
-            if ratios:
-                self._factors[model] = statistics.median(self._ratios[model])
+            self._samples[model] = deque(samples[-self._size:], maxlen=self._size)
+            if samples:
+                self._fits[model] = fit(list(self._samples[model]))
+
+
+def legacy_samples(ratios: list[float]) -> list[tuple[int, int]]:
+    """Ratios stored before samples were: as samples of a size where overhead does not matter."""
+    return [(LEGACY_SIZE, round(LEGACY_SIZE * r)) for r in ratios if r > 0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,19 +149,31 @@ class Decision:
     share: float  # estimate / window
     reason: str | None = None  # "threshold" or "output", when refused
     alert: float | None = None  # the highest alert threshold reached
+    limit: int = 0  # the largest prompt the guard lets through: reject_at of the window
 
 
-def decide(estimate: int, factor: float, window: int, max_output: int | None,
-           reject_at: float, alert_at: tuple[float, ...] = ()) -> Decision:
-    """Whether a prompt of ``estimate`` local tokens may go to a model with ``window`` tokens."""
-    calibrated = round(estimate * factor)
+def limit_of(window: int, reject_at: float) -> int:
+    """The largest calibrated prompt that is under ``reject_at`` of ``window``."""
+    return max(0, math.ceil(reject_at * window) - 1)
+
+
+def decide(estimate: int, calibration: Fit, window: int, max_output: int | None,
+           reject_at: float, alert_at: tuple[float, ...] = (), output_counts: bool = True) -> Decision:
+    """Whether a prompt of ``estimate`` local tokens may go to a model with ``window`` tokens.
+
+    ``output_counts``: the provider refuses a prompt plus requested output
+    over the window (OpenAI chat, Anthropic); Gemini and the Responses API
+    cap the output instead, so there a large ``max_output`` is no reason.
+    """
+    calibrated = calibration.apply(estimate)
     share = calibrated / window if window > 0 else 0.0
     alert = max((a for a in alert_at if share >= a), default=None)
-    if window > 0 and share >= reject_at:
-        return Decision(True, calibrated, window, share, "threshold", alert)
-    if window > 0 and max_output and calibrated + max_output > window:
-        return Decision(True, calibrated, window, share, "output", alert)
-    return Decision(False, calibrated, window, share, None, alert)
+    limit = limit_of(window, reject_at)
+    if window > 0 and calibrated > limit:
+        return Decision(True, calibrated, window, share, "threshold", alert, limit)
+    if window > 0 and output_counts and max_output and calibrated + max_output > window:
+        return Decision(True, calibrated, window, share, "output", alert, limit)
+    return Decision(False, calibrated, window, share, None, alert, limit)
 
 
 _TEXT = {
@@ -166,26 +233,49 @@ def explain(decision: Decision, model: str, reject_at: float, max_output: int | 
     return message
 
 
-def refusal(dialect: str | None, decision: Decision, explanation: str) -> bytes:
-    """The 400 body in the provider's error format.
+def provider_wording(dialect: str | None, decision: Decision, max_output: int | None) -> str:
+    """How the provider itself words this overflow, with figures that make it true.
 
-    The machine-read parts stay as the agents expect them whatever the
-    language: Anthropic's message starts with "prompt is too long: N tokens >
-    M maximum" (Claude Code compacts on it), OpenAI's code is
-    ``context_length_exceeded`` (Codex, Cline, Roo).
+    Clients act on these words: Claude Code compacts on "prompt is too long"
+    and retries with a smaller ``max_tokens`` on "input length and
+    `max_tokens` exceed context limit"; litellm raises its
+    ``ContextWindowExceededError`` (and its fallbacks run) on OpenAI's
+    "maximum context length is N tokens". A refusal at the threshold states
+    the guard's limit as the maximum, since that is the maximum it applies.
     """
+    estimate, limit, window, output = decision.estimate, decision.limit, decision.window, max_output or 0
+    by_output = decision.reason == "output"
     if dialect == ANTHROPIC:
-        body: dict = {"type": "error", "error": {
-            "type": "invalid_request_error",
-            "message": f"prompt is too long: {decision.estimate} tokens > {decision.window} maximum. {explanation}",
-        }}
-    elif dialect == GEMINI:
-        body = {"error": {"code": 400, "status": "INVALID_ARGUMENT", "message": explanation}}
-    else:
-        body = {"error": {
-            "message": explanation,
-            "type": "invalid_request_error",
-            "param": "input" if dialect == OPENAI_RESPONSES else "messages",
-            "code": "context_length_exceeded",
-        }}
+        if by_output:
+            return (f"input length and `max_tokens` exceed context limit: {estimate} + {output} > {window}, "
+                    f"decrease input length or `max_tokens` and try again")
+        return f"prompt is too long: {estimate} tokens > {limit} maximum"
+    if dialect == GEMINI:
+        return f"The input token count ({estimate}) exceeds the maximum number of tokens allowed ({limit})."
+    if dialect == OPENAI_RESPONSES:
+        return "Your input exceeds the context window of this model. Please adjust your input and try again."
+    if by_output:
+        return (f"This model's maximum context length is {window} tokens. However, you requested "
+                f"{estimate + output} tokens ({estimate} in the messages, {output} in the completion). "
+                f"Please reduce the length of the messages or completion.")
+    return (f"This model's maximum context length is {limit} tokens. However, your messages resulted in "
+            f"{estimate} tokens. Please reduce the length of the messages.")
+
+
+def refusal_error(dialect: str | None, decision: Decision, explanation: str,
+                  max_output: int | None = None) -> dict:
+    """The error object of a refusal: the provider's wording first, Kimi's explanation after."""
+    message = f"{provider_wording(dialect, decision, max_output)} {explanation}"
+    if dialect == ANTHROPIC:
+        return {"type": "invalid_request_error", "message": message}
+    if dialect == GEMINI:
+        return {"code": 400, "message": message, "status": "INVALID_ARGUMENT"}
+    return {"message": message, "type": "invalid_request_error",
+            "param": "input" if dialect == OPENAI_RESPONSES else "messages", "code": "context_length_exceeded"}
+
+
+def refusal(dialect: str | None, decision: Decision, explanation: str, max_output: int | None = None) -> bytes:
+    """The HTTP 400 body in the provider's error format."""
+    error = refusal_error(dialect, decision, explanation, max_output)
+    body = {"type": "error", "error": error} if dialect == ANTHROPIC else {"error": error}
     return json.dumps(body, ensure_ascii=False).encode()

@@ -298,7 +298,7 @@ def test_a_gzip_encoded_request_is_compacted_and_encoded_again(harness, caplog):
         [row] = h.rows()
         assert (row["action"], row["compacted_results"]) == ("compacted", 1)
         assert row["tokens_before"] > 30_000 and row["tokens_after"] < 1000
-        assert h.kimi.calibration.ratios("gpt-4.1")  # the usage of what was sent calibrates, as for any request
+        assert h.kimi.calibration.samples("gpt-4.1")  # the usage of what was sent calibrates, as for any request
     asyncio.run(main())
 
 

@@ -42,16 +42,18 @@ def test_schema_after_migrating(tmp_path):
         "completion_tokens", "cached_tokens", "ttfb_ms", "duration_ms", "action", "error"]
     assert {"request_body", "response_body", "messages"} <= set(tables["requests"])
     assert tables["blobs"] == ["hash", "size", "data", "created_at", "last_used"]
-    assert tables["requests"][-8:] == ["context_window", "window_source", "calibration_factor",
-                                       "prompt_tokens_cal", "window_share",
-                                       "tokens_before", "tokens_after", "compacted_results"]
+    assert tables["requests"][-10:] == ["context_window", "window_source", "calibration_factor",
+                                        "prompt_tokens_cal", "window_share",
+                                        "tokens_before", "tokens_after", "compacted_results",
+                                        "calibration_overhead", "transport"]
     assert tables["alerts"] == ["id", "ts", "session_id", "request_id", "level", "kind", "message"]
-    assert tables["calibration"] == ["model", "ratios", "factor", "updated_at"]
+    assert tables["calibration"] == ["model", "ratios", "factor", "updated_at", "samples", "overhead"]
     assert tables["learned_windows"] == ["model", "context_window", "learned_at", "message"]
     assert tables["archives"] == ["sha256", "original", "original_tokens", "kept_tokens", "request_id",
                                   "tool_name", "created_at"]
     assert [n for (n,) in db.execute("SELECT name FROM _sqlite_migrations")] == [
-        "001_initial", "002_context_guard", "003_archives", "004_compaction", "005_memories"]
+        "001_initial", "002_context_guard", "003_archives", "004_compaction", "005_memories",
+        "006_calibration_overhead"]
     assert tables["memories"] == ["id", "created_at", "last_seen", "session_id", "provider", "kind", "content",
                                   "source_text", "confidence", "count"]
 
@@ -72,20 +74,35 @@ def test_upgrading_a_database_of_the_first_schema_keeps_its_rows(tmp_path):
 
 
 def test_guard_records_are_written_and_read_back(tmp_path):
+    from kimi_core.guard import Fit
     from kimi_core.store import AlertRecord, CalibrationRecord, WindowRecord
     s = Store(tmp_path / "kimi.db")
     s.open()
     s.start()
     s.submit(AlertRecord("t", "s1", "r1", 0.85, "window_share", "85% of the window"))
-    s.submit(CalibrationRecord("kimi-k2", [1.2, 1.3], 1.25))
+    s.submit(CalibrationRecord("kimi-k2", [(1000, 1200), (2000, 2600)], Fit(1.4, -200)))
     s.submit(WindowRecord("gpt-4o", 8192, "maximum context length is 8192 tokens"))
     s.close()
     again = Store(tmp_path / "kimi.db")
     again.open()
     again.close()
-    assert again.calibration == {"kimi-k2": [1.2, 1.3]} and again.learned_windows == {"gpt-4o": 8192}
+    assert again.calibration == {"kimi-k2": [(1000, 1200), (2000, 2600)]} and again.learned_windows == {"gpt-4o": 8192}
     conn = sqlite3.connect(tmp_path / "kimi.db")
     assert conn.execute("SELECT level, kind, message FROM alerts").fetchall() == [(0.85, "window_share", "85% of the window")]
+
+
+def test_calibration_stored_as_ratios_before_samples_is_read_as_samples(tmp_path):
+    from sqlite_utils import Database
+
+    from kimi_core.store.migrations import migrations
+    db = Database(tmp_path / "kimi.db")
+    migrations.apply(db, stop_before="006_calibration_overhead")
+    db["calibration"].insert({"model": "kimi-k2", "ratios": "[1.2, 1.3]", "factor": 1.25, "updated_at": "t"})
+    db.conn.close()
+    s = Store(tmp_path / "kimi.db")
+    s.open()
+    s.close()
+    assert s.calibration == {"kimi-k2": [(10_000, 12_000), (10_000, 13_000)]}
 
 
 def test_reopening_applies_nothing_twice(tmp_path):

@@ -22,7 +22,7 @@ from kimi_core.compaction import Compactor
 from kimi_core.config import Config
 from kimi_core.dialects.base import Reply
 from kimi_core.forecast import Forecast
-from kimi_core.guard import Calibration, Decision
+from kimi_core.guard import Calibration, Decision, Fit
 from kimi_core.metrics import Metrics
 from kimi_core.sessions import Session
 from kimi_core.store import Store
@@ -50,7 +50,7 @@ class LLMCall:
     metered: bool = False  # counted in the metrics
     decision: Decision | None = None  # the context guard's, once the request is counted
     window: Window | None = None
-    factor: float = 1.0  # the calibration factor the decision used
+    fit: Fit = field(default_factory=Fit)  # the calibration the decision used
     forecast: Forecast | None = None  # the session's turns left, after this request
     # When Kimi compacted tool results: the analysis of the body as the client
     # sent it (``analysis`` is then that of the body sent on), and what was done.

@@ -1,9 +1,12 @@
 """The context guard: refuse what would overflow the model's window, before it leaves the machine.
 
 A request is held for its token count only when it could matter: tokens are
-never more than the body's bytes, so a body whose bytes (times the largest
-calibration factor) stay under the lowest threshold of the model's window
-goes on at once and is judged when its count is done, for alerts and the row.
+never more than the body's bytes, so a body whose bytes (calibrated as the
+most generous calibration of any model would) stay under the lowest threshold
+of its model's window goes on at once and is judged when its count is done,
+for alerts and the row. Which model: every ``"model": "..."`` in the body is
+a candidate (a tool result may hold some too) and the smallest window among
+them counts; a body that names none waits for its parse to say.
 A refused request gets a 400 in its provider's error format and never reaches
 the provider. Responses teach the guard: reported usage calibrates the local
 estimate per model, and an overflow error that states a window is learned.
@@ -30,7 +33,7 @@ from kimi_core.guard import (
     parse_ratios,
     refusal,
 )
-from kimi_core.providers import GEMINI
+from kimi_core.providers import ANTHROPIC, GEMINI, OPENAI_CHAT
 from kimi_core.proxy.compactor import apply, rewrite
 from kimi_core.proxy.context import KimiContext, LLMCall
 from kimi_core.store import AlertRecord, CalibrationRecord, WindowRecord
@@ -41,14 +44,27 @@ logger = logging.getLogger(__name__)
 
 REFUSED_HEADER = "X-Kimi-Proxy"
 _MODEL = re.compile(rb'"model"\s*:\s*"([^"\\]{1,200})"')
+MAX_CANDIDATES = 64
+# The dialects whose providers refuse a prompt plus requested output over the window;
+# Gemini and the Responses API cap the output instead.
+OUTPUT_COUNTS = (OPENAI_CHAT, ANTHROPIC)
 
 
-def sniff_model(raw: bytes, dialect: str | None, path: str) -> str | None:
-    """The model a request names, read cheaply before the body is parsed."""
-    if dialect == GEMINI:
-        return gemini.model_from_path(path)
-    m = _MODEL.search(raw, 0, 16_384)
-    return m.group(1).decode("utf-8", "replace") if m else None
+def candidate_models(raw: bytes, dialect: str | None, path: str) -> list[str]:
+    """The models a request may name, read cheaply before the body is parsed.
+
+    SDKs write ``model`` after ``messages``, so the whole body is searched;
+    the top-level key is among the matches unless it is written with escapes.
+    Empty when the body names none (or too many to be cheap).
+    """
+    if dialect == GEMINI and (model := gemini.model_from_path(path)):
+        return [model]
+    found = []
+    for m in _MODEL.finditer(raw):
+        found.append(m.group(1).decode("utf-8", "replace"))
+        if len(found) > MAX_CANDIDATES:
+            return []
+    return found
 
 
 class KimiGuard:
@@ -85,8 +101,8 @@ class KimiGuard:
     def running(self) -> None:
         store = self.kimi.store
         if store is not None:
-            for model, ratios in store.calibration.items():
-                self.kimi.calibration.load(model, ratios)
+            for model, samples in store.calibration.items():
+                self.kimi.calibration.load(model, samples)
             for model, tokens in store.learned_windows.items():
                 self.kimi.windows.remember(model, tokens)
 
@@ -101,13 +117,25 @@ class KimiGuard:
         call = self.kimi.call(flow)
         if call is None or call.analysis is None or flow.response is not None:
             return None
-        if not ctx.options.kimi_guard or not self._may_matter(flow, call):
+        if not ctx.options.kimi_guard:
             call.when_analysed(lambda: self._judge(flow, call))
             return None
-        return self._hold(flow, call)
+        raw = flow.request.raw_content or b""
+        models = candidate_models(raw, call.dialect, flow.request.path)
+        if models and not self._may_matter(len(raw), models, call.provider):
+            call.when_analysed(lambda: self._judge(flow, call))
+            return None
+        return self._hold(flow, call, bool(models))
 
-    async def _hold(self, flow: http.HTTPFlow, call: LLMCall) -> None:
+    async def _hold(self, flow: http.HTTPFlow, call: LLMCall, matters: bool) -> None:
         assert call.analysis is not None
+        if not matters and call.parsed is not None:
+            # The body names no model we could read: its parse says which (quick), then decide.
+            parsed = await call.parsed
+            model = parsed.request.model if parsed is not None and parsed.request is not None else None
+            if not self._may_matter(len(flow.request.raw_content or b""), [model], call.provider):
+                call.when_analysed(lambda: self._judge(flow, call))
+                return
         await asyncio.wait([call.analysis])  # its failure is the meter's to report: then no judgement
         self._judge(flow, call)
         decision = call.decision
@@ -122,12 +150,16 @@ class KimiGuard:
             return False
         max_output = result.request.max_output_tokens
         lowest = min((self.reject_at, *self.alert_at))
-        target = min(lowest * window.tokens, window.tokens - (max_output or 0)) / call.factor
+        allowed = lowest * window.tokens
+        if call.dialect in OUTPUT_COUNTS:
+            allowed = min(allowed, window.tokens - (max_output or 0))
+        target = (allowed - call.fit.overhead) / call.fit.factor  # in local tokens
         done = await rewrite(self.kimi, flow, call, need=result.count.tokens - int(target))
         if done is None or done[0].count is None:
             return False
         new, rewritten = done
-        rescued = decide(new.count.tokens, call.factor, window.tokens, max_output, self.reject_at, self.alert_at)
+        rescued = decide(new.count.tokens, call.fit, window.tokens, max_output, self.reject_at, self.alert_at,
+                         call.dialect in OUTPUT_COUNTS)
         if rescued.refuse:
             return False
         apply(self.kimi, flow, call, new, rewritten)
@@ -138,13 +170,12 @@ class KimiGuard:
         self._alert(flow, call, rescued.alert or rescued.share, "rescued", message)
         return True
 
-    def _may_matter(self, flow: http.HTTPFlow, call: LLMCall) -> bool:
-        """Could this body reach a threshold? Tokens never outnumber bytes."""
-        raw = flow.request.raw_content or b""
-        model = sniff_model(raw, call.dialect, flow.request.path)
-        window = self.kimi.windows.window(model, call.provider).tokens
+    def _may_matter(self, size: int, models: list[str | None], provider: str) -> bool:
+        """Could a body of ``size`` bytes for one of ``models`` reach a threshold? Tokens never outnumber bytes."""
+        window = min(self.kimi.windows.window(model, provider).tokens for model in models)
         lowest = min((self.reject_at, *self.alert_at))
-        return len(raw) * max(1.0, self.kimi.calibration.largest()) >= lowest * window
+        bound = self.kimi.calibration.largest()
+        return max(1.0, bound.factor) * size + max(0.0, bound.overhead) >= lowest * window
 
     def _judge(self, flow: http.HTTPFlow, call: LLMCall) -> None:
         """Decide once the request is counted: the row's figures and the alerts."""
@@ -153,9 +184,9 @@ class KimiGuard:
             return
         model = result.request.model
         call.window = self.kimi.windows.window(model, call.provider)
-        call.factor = self.kimi.calibration.factor(model)
-        call.decision = decide(result.count.tokens, call.factor, call.window.tokens,
-                               result.request.max_output_tokens, self.reject_at, self.alert_at)
+        call.fit = self.kimi.calibration.fit(model)
+        call.decision = decide(result.count.tokens, call.fit, call.window.tokens, result.request.max_output_tokens,
+                               self.reject_at, self.alert_at, call.dialect in OUTPUT_COUNTS)
         if not call.decision.refuse:
             self._forecast(call)
         if call.decision.alert is not None and not call.decision.refuse:
@@ -182,7 +213,8 @@ class KimiGuard:
         largest = largest_parts(result.request, self.kimi.counter, result.count.encoding if result.count else "")
         text = explain(call.decision, result.request.model or "", self.reject_at,
                        result.request.max_output_tokens, largest, ctx.options.kimi_lang)
-        flow.response = http.Response.make(400, refusal(call.dialect, call.decision, text), {
+        body = refusal(call.dialect, call.decision, text, result.request.max_output_tokens)
+        flow.response = http.Response.make(400, body, {
             "content-type": "application/json",
             REFUSED_HEADER: "refused: context window",
             "x-should-retry": "false",
@@ -216,9 +248,9 @@ class KimiGuard:
         if result is None or result.count is None or result.request is None or not result.request.model:
             return
         model = result.request.model
-        factor = self.kimi.calibration.observe(model, result.count.tokens, reported)
+        found = self.kimi.calibration.observe(model, result.count.tokens, reported)
         if self.kimi.store is not None:
-            self.kimi.store.submit(CalibrationRecord(model, self.kimi.calibration.ratios(model), factor))
+            self.kimi.store.submit(CalibrationRecord(model, self.kimi.calibration.samples(model), found))
 
     def _overflow(self, flow: http.HTTPFlow, call: LLMCall, message: str) -> None:
         result = call.result()

@@ -73,11 +73,12 @@ class LLMView:
         system = counter.count_text(request.system, encoding) if request.system else 0
         total = sum(counts) + system
         window = self.kimi.windows.window(request.model, provider).tokens
-        factor = self.kimi.calibration.factor(request.model)
+        fit = self.kimi.calibration.fit(request.model)
+        calibrated = f", calibrated {fit.apply(total):,}: {fit.apply(total) / window:.0%}"
         head = [f"LLM request · {request.dialect} · {request.model or '?'}" + (" · streamed" if request.stream else ""),
                 f"{total:,} tokens in the messages (local count)"
-                + (f", ×{factor:.2f} calibrated: {total * factor / window:.0%}" if factor != 1 else
-                   f": {total / window:.0%}") + f" of the {window:,}-token window"]
+                + (calibrated if fit.apply(total) != total else f": {total / window:.0%}")
+                + f" of the {window:,}-token window"]
         if request.max_output_tokens:
             head.append(f"output up to {request.max_output_tokens:,} tokens")
         if request.tools:

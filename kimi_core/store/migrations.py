@@ -158,3 +158,14 @@ def m005_memories(db: Database) -> None:
         pk="id",
     )
     db["memories"].create_index(["kind", "content"], unique=True)
+
+
+@migrations(name="006_calibration_overhead")
+def m006_calibration_overhead(db: Database) -> None:
+    """Calibration as overhead + factor (see ``kimi_core.guard.fit``); the transport of each call."""
+    calibration = db["calibration"]
+    calibration.add_column("samples", str)  # JSON list of [local estimate, reported prompt], newest last
+    calibration.add_column("overhead", float)  # tokens the provider adds to every request
+    requests = db["requests"]
+    requests.add_column("calibration_overhead", float)  # prompt_tokens_cal = overhead + factor x estimate
+    requests.add_column("transport", str)  # "http", or "websocket" for a call on a WebSocket

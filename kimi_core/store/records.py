@@ -5,7 +5,10 @@ from __future__ import annotations
 import datetime
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kimi_core.guard import Fit
 
 
 def now_iso(ts: float | None = None) -> str:
@@ -35,8 +38,8 @@ class AlertRecord:
 @dataclass(slots=True)
 class CalibrationRecord:
     model: str
-    ratios: list[float]
-    factor: float
+    samples: list[tuple[int, int]]  # (local estimate, reported prompt tokens), newest last
+    fit: Fit
 
 
 @dataclass(slots=True)

@@ -32,6 +32,7 @@ import lz4.frame
 from sqlite_utils import Database
 
 from kimi_core.errors import StoreError
+from kimi_core.guard import legacy_samples
 from kimi_core.redact import redact_text
 from kimi_core.store.blobs import Blobs, Prepared
 from kimi_core.store.migrations import migrations
@@ -77,7 +78,7 @@ class Store:
         self._blobs = Blobs()
         self._blob_bytes = 0
         self.named_sessions: list[SessionRecord] = []
-        self.calibration: dict[str, list[float]] = {}  # model -> ratios, as stored
+        self.calibration: dict[str, list[tuple[int, int]]] = {}  # model -> (estimate, reported) samples
         self.learned_windows: dict[str, int] = {}  # model -> window
 
     # -- lifecycle (main thread) --------------------------------------------------
@@ -106,7 +107,8 @@ class Store:
                 )
             ]
             self.calibration = {
-                model: json.loads(ratios) for model, ratios in conn.execute("SELECT model, ratios FROM calibration")
+                model: [tuple(x) for x in json.loads(samples)] if samples else legacy_samples(json.loads(ratios or "[]"))
+                for model, samples, ratios in conn.execute("SELECT model, samples, ratios FROM calibration")
             }
             self.learned_windows = dict(conn.execute("SELECT model, context_window FROM learned_windows"))
         except (OSError, sqlite3.Error, ValueError) as e:
@@ -303,8 +305,10 @@ class Store:
             conn.execute("INSERT INTO alerts (ts, session_id, request_id, level, kind, message) VALUES (?, ?, ?, ?, ?, ?)",
                          (r.ts, r.session_id, r.request_id, r.level, r.kind, r.message))
         elif isinstance(r, CalibrationRecord):
-            conn.execute("INSERT OR REPLACE INTO calibration (model, ratios, factor, updated_at) VALUES (?, ?, ?, ?)",
-                         (r.model, json.dumps(r.ratios), r.factor, stamp))
+            conn.execute("INSERT OR REPLACE INTO calibration (model, ratios, factor, updated_at, samples, overhead) "
+                         "VALUES (?, ?, ?, ?, ?, ?)",
+                         (r.model, json.dumps([round(rep / est, 4) for est, rep in r.samples]), r.fit.factor, stamp,
+                          json.dumps(r.samples), r.fit.overhead))
         elif isinstance(r, ArchiveRecord):
             # Keyed by the original's digest, as the marker in the compacted text names it;
             # stored with credentials removed, like every other body.
