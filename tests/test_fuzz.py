@@ -18,7 +18,7 @@ from kimi_core import dialects
 from kimi_core.analysis import analyse
 from kimi_core.compaction import Compactor
 from kimi_core.errors import BodyError
-from kimi_core.guard import decide, explain, refusal
+from kimi_core.guard import FACTOR_BOUNDS, Fit, decide, explain, fit, refusal
 from kimi_core.proxy.sessions import strip_control_headers
 from kimi_core.tokens import TokenCounter
 from kimi_core.toolresults import Plan
@@ -135,14 +135,23 @@ def test_control_headers_go_and_every_other_header_stays(headers):
 
 
 @FUZZ
-@given(estimate=st.integers(-10, 10**9), factor=st.floats(0, 10, allow_nan=False), window=st.integers(-5, 10**7),
+@given(estimate=st.integers(-10, 10**9), factor=st.floats(0, 10, allow_nan=False),
+       overhead=st.floats(-10**4, 10**4, allow_nan=False), window=st.integers(-5, 10**7),
        max_output=st.one_of(st.none(), st.integers(-5, 10**7)), reject=st.floats(0.01, 1),
        dialect=st.sampled_from([*DIALECTS, None, "???"]), lang=st.sampled_from(["en", "fr", "xx"]),
        parts=st.lists(st.tuples(st.text(max_size=30), st.integers(0, 10**7)), max_size=3))
-def test_guard_decisions_and_refusals_never_raise(estimate, factor, window, max_output, reject, dialect, lang, parts):
-    d = decide(estimate, factor, window, max_output, reject, (0.5, 0.75))
-    body = json.loads(refusal(dialect, d, explain(d, "m", reject, max_output, parts, lang)))
+def test_guard_decisions_and_refusals_never_raise(estimate, factor, overhead, window, max_output, reject, dialect,
+                                                  lang, parts):
+    d = decide(estimate, Fit(factor, overhead), window, max_output, reject, (0.5, 0.75))
+    body = json.loads(refusal(dialect, d, explain(d, "m", reject, max_output, parts, lang), max_output))
     assert "error" in body
+
+
+@FUZZ
+@given(samples=st.lists(st.tuples(st.integers(-5, 10**7), st.integers(-5, 10**7)), max_size=30))
+def test_calibration_fits_stay_within_bounds(samples):
+    found = fit(samples)
+    assert FACTOR_BOUNDS[0] <= found.factor <= FACTOR_BOUNDS[1] and found.apply(1000) >= 0
 
 
 # -- hostile bodies, one by one ---------------------------------------------------------------------------
