@@ -89,7 +89,8 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         "session": lambda r: r["name"] or r["session"][:8],
         "provider": lambda r: r["provider"],
         "models": lambda r: r["models"],
-        "requests": lambda r: r["requests"],
+        "LLM calls": lambda r: r["requests"],
+        "other": lambda r: r["other_calls"],
         "prompt (reported)": lambda r: r["prompt_tokens"],
         "prompt (est.)": lambda r: r["prompt_tokens_est"],
         "completion": lambda r: r["completion_tokens"],
@@ -108,7 +109,7 @@ def cmd_requests(args: argparse.Namespace) -> int:
         "id": lambda r: r["id"][:8],
         "time": lambda r: _when(r["ts"]),
         "provider": lambda r: r["provider"],
-        "model": lambda r: r["model"],
+        "model": lambda r: r["model"] if r["dialect"] else f"({r['method']} {r['path'].split('?')[0][:40]})",
         "status": lambda r: r["status"],
         "est.": lambda r: r["prompt_tokens_est"],
         "prompt": lambda r: r["prompt_tokens"],
@@ -122,7 +123,12 @@ def cmd_requests(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    rows = queries.stats(connect(args.db), args.since)
+    conn = connect(args.db)
+    rows = queries.stats(conn, args.since)
+    other = queries.other_calls(conn, args.since)
+    if other and not args.json:
+        print(f"(not counted below: {other:,} other call{'s' if other > 1 else ''} to provider hosts, "
+              "no generation: model lists, token counts, agents' settings)\n")
     return emit(rows, args, {
         "provider": lambda r: r["provider"],
         "model": lambda r: r["model"],

@@ -36,6 +36,9 @@ def recorded(fake, tmp_path_factory):
         with pytest.raises(Exception, match="refused"):
             chat.chat.completions.create(model="tiny-1", extra_headers={"X-Kimi-Session": "alpha"},
                                          messages=[{"role": "user", "content": "lorem ipsum " * 3000}])
+        chat.models.list(extra_headers={"X-Kimi-Session": "alpha"})  # no generation: visible, counted apart
+        anthropic_client(proxy).messages.count_tokens(model="tiny-1", messages=[{"role": "user", "content": "hi"}],
+                                                      extra_headers={"X-Kimi-Session": "alpha"})
         listing = tool_output(needle="needle_settings", tag=TAG)
         chat.chat.completions.create(model="gpt-4.1", extra_headers={"X-Kimi-Session": "beta"}, messages=[
             {"role": "user", "content": "Never touch the billing module. Where are the needle settings?"},
@@ -44,7 +47,7 @@ def recorded(fake, tmp_path_factory):
         anthropic_client(proxy).messages.create(model="claude-opus-4-5", max_tokens=20,
                                                 extra_headers={"X-Kimi-Session": "beta"},
                                                 messages=[{"role": "user", "content": "Summarise."}])
-        wait_rows(proxy.db, count=7)
+        wait_rows(proxy.db, count=9)
         proxy.listing = listing
     return proxy
 
@@ -66,18 +69,20 @@ def test_sessions_with_their_tokens_refusals_compactions_and_forecast(recorded):
     rows = {r["name"]: r for r in as_json(recorded, "sessions")}
     alpha, beta = rows["alpha"], rows["beta"]
     assert (alpha["requests"], alpha["refusals"], alpha["compactions"], alpha["models"]) == (5, 1, 0, "tiny-1")
+    assert alpha["other_calls"] == 2  # the model list and the token count: not LLM calls
     assert alpha["prompt_tokens"] > 0 and alpha["prompt_tokens_est"] > 0 and alpha["peak_share"] > 0.1
     # Four turns growing by about 420 tokens each, towards 95% of a 4,000-token window.
     assert 300 < alpha["growth_per_turn"] < 600 and 0 < alpha["turns_left"] < 15
     assert (beta["requests"], beta["compactions"], beta["refusals"]) == (2, 1, 0)
     assert set(beta["models"].split(",")) == {"gpt-4.1", "claude-opus-4-5"}
     table = kimi_proxy(recorded, "sessions").stdout
-    assert re.search(r"alpha\s+openai\s+tiny-1\s+5\b", table) and "turns left" in table
+    assert re.search(r"alpha\s+openai\s+tiny-1\s+5\s+2\b", table) and "turns left" in table
 
 
 def test_requests_of_one_session(recorded):
     rows = as_json(recorded, "requests", "--session", "alpha", "--limit", "3")
-    assert len(rows) == 3 and rows[0]["action"] == "rejected" and rows[0]["status"] == 400
+    assert len(rows) == 3 and rows[2]["action"] == "rejected" and rows[2]["status"] == 400
+    assert [r["dialect"] for r in rows[:2]] == [None, None]  # the count and the list came after
     assert [r["ts"] for r in rows] == sorted((r["ts"] for r in rows), reverse=True)
     out = kimi_proxy(recorded, "requests", "--limit", "2").stdout
     assert out.splitlines()[0].split()[:4] == ["id", "time", "provider", "model"] and len(out.splitlines()) == 4
@@ -90,6 +95,9 @@ def test_stats_per_provider_and_model(recorded):
     assert rows[("openai", "gpt-4.1")]["tokens_saved"] > 20_000
     assert ("anthropic", "claude-opus-4-5") in rows
     assert as_json(recorded, "stats", "--since", "2099-01-01") == []
+    assert "not counted below: 2 other calls to provider hosts" in kimi_proxy(recorded, "stats").stdout
+    listed = kimi_proxy(recorded, "requests", "--session", "alpha").stdout
+    assert "(GET /v1/models)" in listed and "(POST /v1/messages/count_tokens)" in listed
 
 
 def test_alerts_and_memories(recorded):

@@ -116,8 +116,8 @@ NEAR = decide(19_520, Fit(), 20_000, None, 0.95, ALERTS)
 @pytest.mark.parametrize("decision,max_output,start", [
     (DECISION, None, "prompt is too long: 210000 tokens > 189999 maximum"),
     (NEAR, None, "prompt is too long: 19520 tokens > 18999 maximum"),  # true as written
-    (BY_OUTPUT, 32_000, "input length and `max_tokens` exceed context limit: 18303 + 32000 > 20000, "
-                        "decrease input length or `max_tokens` and try again"),
+    (BY_OUTPUT, 32_000, ("input length and `max_tokens` exceed context limit: 18303 + 32000 > 20000, "
+                        "decrease input length or `max_tokens` and try again")),
 ])
 def test_anthropic_refusals_are_worded_as_anthropic_words_each_case(decision, max_output, start):
     body = json.loads(refusal("anthropic", decision, "why", max_output))
@@ -126,13 +126,13 @@ def test_anthropic_refusals_are_worded_as_anthropic_words_each_case(decision, ma
 
 
 @pytest.mark.parametrize("dialect,decision,max_output,message", [
-    ("openai-chat", NEAR, None, "This model's maximum context length is 18999 tokens. However, your messages "
-                                "resulted in 19520 tokens. Please reduce the length of the messages."),
-    ("openai-chat", BY_OUTPUT, 32_000, "This model's maximum context length is 20000 tokens. However, you "
+    ("openai-chat", NEAR, None, ("This model's maximum context length is 18999 tokens. However, your messages "
+                                "resulted in 19520 tokens. Please reduce the length of the messages.")),
+    ("openai-chat", BY_OUTPUT, 32_000, ("This model's maximum context length is 20000 tokens. However, you "
                                        "requested 50303 tokens (18303 in the messages, 32000 in the completion). "
-                                       "Please reduce the length of the messages or completion."),
-    ("openai-responses", NEAR, None, "Your input exceeds the context window of this model. "
-                                     "Please adjust your input and try again."),
+                                       "Please reduce the length of the messages or completion.")),
+    ("openai-responses", NEAR, None, ("Your input exceeds the context window of this model. "
+                                     "Please adjust your input and try again.")),
 ])
 def test_openai_refusals_are_worded_as_openai_words_them(dialect, decision, max_output, message):
     error = json.loads(refusal(dialect, decision, "why", max_output))["error"]

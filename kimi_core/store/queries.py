@@ -54,7 +54,8 @@ def resolve_session(conn: sqlite3.Connection, session: str) -> str:
 def sessions(conn: sqlite3.Connection, reject_at: float = 0.95) -> list[dict[str, Any]]:
     out = _rows(conn, """
         SELECT s.id AS session, s.name, coalesce(s.provider, max(r.provider)) AS provider,
-               group_concat(DISTINCT r.model) AS models, count(r.id) AS requests,
+               group_concat(DISTINCT r.model) AS models, count(r.dialect) AS requests,
+               count(r.id) - count(r.dialect) AS other_calls,
                sum(r.prompt_tokens) AS prompt_tokens, sum(r.prompt_tokens_est) AS prompt_tokens_est,
                sum(r.completion_tokens) AS completion_tokens, max(r.window_share) AS peak_share,
                sum(r.action = 'rejected') AS refusals, sum(r.action = 'compacted') AS compactions,
@@ -78,19 +79,26 @@ def sessions(conn: sqlite3.Connection, reject_at: float = 0.95) -> list[dict[str
 def requests(conn: sqlite3.Connection, session: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
     where, params = ("WHERE session_id = ?", [resolve_session(conn, session)]) if session else ("", [])
     return _rows(conn, f"""
-        SELECT id, ts, session_id AS session, provider, model, status_code AS status, streamed,
+        SELECT id, ts, session_id AS session, provider, model, dialect, method, path, status_code AS status, streamed,
                prompt_tokens_est, prompt_tokens, completion_tokens, window_share, action,
                tokens_before, tokens_after, ttfb_ms, duration_ms, error
         FROM requests {where} ORDER BY ts DESC LIMIT ?""", [*params, limit])
 
 
+def other_calls(conn: sqlite3.Connection, since: str | None = None) -> int:
+    """Calls to provider hosts that are no generation (model lists, token counts, an agent's settings)."""
+    where, params = ("AND ts >= ?", [since_iso(since)]) if since else ("", [])
+    return conn.execute(f"SELECT count(*) FROM requests WHERE dialect IS NULL {where}", params).fetchone()[0]
+
+
 def stats(conn: sqlite3.Connection, since: str | None = None) -> list[dict[str, Any]]:
-    where, params = ("WHERE ts >= ?", [since_iso(since)]) if since else ("", [])
+    """LLM calls only, by provider and model (``other_calls`` counts the rest)."""
+    where, params = ("AND ts >= ?", [since_iso(since)]) if since else ("", [])
     groups: dict[tuple[str, str], dict[str, Any]] = {}
     for r in _rows(conn, f"""
             SELECT provider, coalesce(model, '') AS model, prompt_tokens, prompt_tokens_est, completion_tokens,
                    duration_ms, ttfb_ms, action, tokens_before, tokens_after
-            FROM requests {where} ORDER BY ts""", params):
+            FROM requests WHERE dialect IS NOT NULL {where} ORDER BY ts""", params):
         g = groups.setdefault((r["provider"], r["model"]), {
             "provider": r["provider"], "model": r["model"], "calls": 0, "prompt_tokens": 0,
             "prompt_tokens_est": 0, "completion_tokens": 0, "refusals": 0, "tokens_saved": 0,

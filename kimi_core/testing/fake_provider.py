@@ -203,6 +203,9 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(length) if length else b""
         self.server.seen.append({"path": self.path, "headers": dict(self.headers), "body": body})
+        if self.path.split("?", 1)[0].endswith("/messages/count_tokens"):  # Anthropic's token counting
+            self._send_json(200, {"input_tokens": max(1, len(body) // 4)})
+            return
         dialect = dialect_of(self.path)
         status = int(self.headers.get("x-fake-status") or 200)
         fault = self.headers.get("x-fake-fault", "")
