@@ -24,11 +24,13 @@ from kimi_core.proxy import (
     KimiSessions,
     KimiTraffic,
     KimiView,
+    KimiWebSocket,
 )
 
 kimi = KimiContext()
-
-addons = [
+recorder = KimiRecorder(kimi)
+# What every LLM call goes through, in this order.
+calls = [
     KimiTraffic(kimi),
     KimiSessions(kimi),
     KimiMeter(kimi),
@@ -36,6 +38,12 @@ addons = [
     KimiGuard(kimi),
     KimiMemory(kimi),
     KimiMetrics(kimi),
-    KimiRecorder(kimi),
+    recorder,
+]
+
+addons = [
+    *calls[:-1],
+    KimiWebSocket(kimi, calls),  # calls made on a WebSocket go through the same chain
+    recorder,
     KimiView(kimi),
 ]

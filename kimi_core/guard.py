@@ -20,6 +20,7 @@ import json
 import math
 import statistics
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -279,3 +280,18 @@ def refusal(dialect: str | None, decision: Decision, explanation: str, max_outpu
     error = refusal_error(dialect, decision, explanation, max_output)
     body = {"type": "error", "error": error} if dialect == ANTHROPIC else {"error": error}
     return json.dumps(body, ensure_ascii=False).encode()
+
+
+def failed_stream(decision: Decision, explanation: str, model: str | None, response_id: str) -> bytes:
+    """A refusal as a streamed Responses API answer: ``response.created``, then ``response.failed``
+    with ``context_length_exceeded``, as OpenAI ends a stream whose input does not fit. Codex reads
+    it (over SSE or a WebSocket) as "ran out of room in the model's context window"."""
+    error = refusal_error(OPENAI_RESPONSES, decision, explanation)
+    response = {"id": response_id, "object": "response", "created_at": int(time.time()), "status": "in_progress",
+                "model": model, "output": [], "error": None, "usage": None}
+    events = [
+        {"type": "response.created", "sequence_number": 0, "response": response},
+        {"type": "response.failed", "sequence_number": 1, "response": {
+            **response, "status": "failed", "error": {"code": error["code"], "message": error["message"]}}},
+    ]
+    return b"".join(f"event: {e['type']}\ndata: {json.dumps(e, ensure_ascii=False)}\n\n".encode() for e in events)

@@ -111,12 +111,23 @@ class StreamWatcher:
             return
         events = self.parser.feed(chunk) if chunk else self.parser.close()
         for event, data in events:
-            self.events += 1
-            try:
-                self.reader.feed(event, data)
-            except (ValueError, TypeError, AttributeError) as e:  # one bad event: note it, read on
-                if self.bad_event is None:
-                    self.bad_event = f"unreadable stream event {self.events}: {str(e)[:120]}"
+            self.event(event, data)
+
+    def event(self, name: str | None, data: str) -> None:
+        """One whole event: from the SSE parser, or a message of a transport that frames events itself."""
+        if self.first_chunk_at is None:
+            self.first_chunk_at = time.time()
+        self.events += 1
+        try:
+            self.reader.feed(name, data)
+        except (ValueError, TypeError, AttributeError) as e:  # one bad event: note it, read on
+            if self.bad_event is None:
+                self.bad_event = f"unreadable stream event {self.events}: {str(e)[:120]}"
+
+    @property
+    def answered(self) -> bool:
+        """The event that ends the answer has passed."""
+        return self.reader.finished
 
     def result(self) -> Reply:
         """What was read so far: complete after the end, partial after an error."""

@@ -69,9 +69,9 @@ def alerts(proxy, request_id):
     return db.execute("SELECT kind, level, message FROM alerts WHERE request_id = ?", (request_id,)).fetchall()
 
 
-def refused_row(proxy, tag):
+def refused_row(proxy, tag, status=400):
     [row] = wait_rows(proxy.db, "model = ?", (tag,))
-    assert (row["action"], row["status_code"], row["context_window"]) == ("rejected", 400, 2000)
+    assert (row["action"], row["status_code"], row["context_window"]) == ("rejected", status, 2000)
     assert row["prompt_tokens_cal"] >= 0.95 * 2000 and row["window_share"] >= 0.95
     kinds = [k for k, _, _ in alerts(proxy, row["id"])]
     assert kinds == ["rejected"]
@@ -97,10 +97,22 @@ def test_openai_chat_refusal_is_a_bad_request_with_context_length_exceeded(guard
 def test_openai_responses_refusal(guarded, fake):
     tag = model("small")
     with pytest.raises(openai.BadRequestError) as raised:
-        openai_client(guarded).responses.create(model=tag, input=words(2500), stream=True)
+        openai_client(guarded).responses.create(model=tag, input=words(2500))
     assert (raised.value.code, raised.value.param) == ("context_length_exceeded", "input")
+    assert raised.value.message.startswith("Error code: 400 - Your input exceeds the context window of this model.")
     assert never_reached(fake, tag)
     refused_row(guarded, tag)
+
+
+def test_a_streamed_responses_call_learns_of_its_refusal_from_its_stream(guarded, fake):
+    """As OpenAI ends a stream whose input does not fit: Codex reads only this as an overflow."""
+    tag = model("small")
+    events = list(openai_client(guarded).responses.create(model=tag, input=words(2500), stream=True))
+    assert [e.type for e in events] == ["response.created", "response.failed"]
+    error = events[-1].response.error
+    assert error.code == "context_length_exceeded" and "Kimi Proxy refused this request" in error.message
+    assert never_reached(fake, tag)
+    refused_row(guarded, tag, status=200)
 
 
 @pytest.mark.parametrize("stream", [False, True])

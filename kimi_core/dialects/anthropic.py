@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from kimi_core.dialects import base
@@ -123,8 +122,7 @@ def parse_response(body: Any) -> Reply:
 class StreamReader(base.StreamReader):
     """``message_start`` carries the input side, each ``message_delta`` the output so far."""
 
-    def feed(self, event: str | None, data: str) -> None:
-        payload = json.loads(data)
+    def feed_payload(self, event: str | None, payload: Any) -> None:
         if not isinstance(payload, dict):
             return
         kind = event or as_str(payload.get("type"))
@@ -140,3 +138,6 @@ class StreamReader(base.StreamReader):
             self.reply.usage.merge(usage_from(payload.get("usage")))
         elif kind == "error":
             self.reply.error = error_message(payload) or dump(payload)
+            self.finished = True
+        elif kind == "message_stop":
+            self.finished = True

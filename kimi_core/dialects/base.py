@@ -141,13 +141,26 @@ def error_message(body: Any) -> str | None:
 
 
 class StreamReader:
-    """Reads a dialect's stream events into a ``Reply``; dialects override ``feed``."""
+    """Reads a dialect's stream events into a ``Reply``; dialects override ``feed_payload``.
+
+    ``finished`` turns true on the event that ends the answer, for transports
+    that do not end with it (a WebSocket carries one answer after another).
+    """
 
     def __init__(self) -> None:
         self.reply = Reply()
+        self.finished = False
         self._parts: list[str] = []
 
     def feed(self, event: str | None, data: str) -> None:
+        """One event as it came: its name (SSE ``event:``), if any, and its data."""
+        if data.strip() == "[DONE]":
+            self.finished = True
+            return
+        self.feed_payload(event, json.loads(data))
+
+    def feed_payload(self, event: str | None, payload: Any) -> None:
+        """One event, its data already parsed (envelopes and binary framings hand it over this way)."""
         raise NotImplementedError
 
     def finish(self) -> Reply:

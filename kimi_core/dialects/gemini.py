@@ -6,7 +6,6 @@ not in the body. Streams are SSE with ``?alt=sse``, a JSON array otherwise.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -136,7 +135,6 @@ def parse_response(body: Any) -> Reply:
 class StreamReader(base.StreamReader):
     """SSE chunks (``alt=sse``); each is a GenerateContentResponse."""
 
-    def feed(self, event: str | None, data: str) -> None:
-        chunk = json.loads(data)
+    def feed_payload(self, event: str | None, chunk: Any) -> None:
         if isinstance(chunk, dict):
             _chunk_into(self.reply, chunk, self._parts)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from kimi_core.dialects import base
@@ -114,10 +113,7 @@ def parse_response(body: Any) -> Reply:
 class StreamReader(base.StreamReader):
     """Reads ``chat.completion.chunk`` events as they pass."""
 
-    def feed(self, event: str | None, data: str) -> None:
-        if data.strip() == "[DONE]":
-            return
-        chunk = json.loads(data)
+    def feed_payload(self, event: str | None, chunk: Any) -> None:
         if not isinstance(chunk, dict):
             return
         self.reply.model = as_str(chunk.get("model")) or self.reply.model

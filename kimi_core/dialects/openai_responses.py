@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from kimi_core.dialects import base
@@ -107,8 +106,7 @@ def parse_response(body: Any) -> Reply:
 class StreamReader(base.StreamReader):
     """Reads ``response.*`` events; usage arrives with ``response.completed``."""
 
-    def feed(self, event: str | None, data: str) -> None:
-        payload = json.loads(data)
+    def feed_payload(self, event: str | None, payload: Any) -> None:
         if not isinstance(payload, dict):
             return
         kind = event or as_str(payload.get("type"))
@@ -120,5 +118,7 @@ class StreamReader(base.StreamReader):
             self.reply.usage.merge(usage_from(response.get("usage")))
             if kind == "response.failed":
                 self.reply.error = error_message(response) or "response.failed"
+            self.finished = kind != "response.created"
         elif kind == "error":
             self.reply.error = as_str(payload.get("message")) or error_message(payload) or dump(payload)
+            self.finished = True

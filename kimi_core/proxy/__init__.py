@@ -2,7 +2,8 @@
 
 ``addons/kimi.py`` builds them in this order, which is the order their hooks
 run for each flow: recognise, tag the session, meter, compact tool results,
-guard the context window, read memories, count metrics, record.
+guard the context window, read memories, count metrics, record. The
+WebSocket addon runs the same chain for each call made on a socket.
 """
 
 from kimi_core.proxy.compactor import KimiCompactor
@@ -15,6 +16,7 @@ from kimi_core.proxy.recorder import KimiRecorder
 from kimi_core.proxy.sessions import KimiSessions
 from kimi_core.proxy.traffic import KimiTraffic
 from kimi_core.proxy.view import KimiView
+from kimi_core.proxy.websocket import KimiWebSocket
 
 __all__ = ["KimiCompactor", "KimiContext", "KimiGuard", "KimiMemory", "KimiMeter", "KimiMetrics", "KimiRecorder",
-           "KimiSessions", "KimiTraffic", "KimiView", "LLMCall"]
+           "KimiSessions", "KimiTraffic", "KimiView", "KimiWebSocket", "LLMCall"]

@@ -31,6 +31,11 @@ from kimi_core.tokens import TokenCounter
 from kimi_core.toolresults import Rewritten
 from kimi_core.windows import Window, Windows
 
+# flow.metadata[TRANSPORT] says how a call travels when not as an HTTP request of its own.
+TRANSPORT = "kimi_transport"
+HTTP = "http"
+WEBSOCKET = "websocket"
+
 
 @dataclass(eq=False)
 class LLMCall:
@@ -39,6 +44,7 @@ class LLMCall:
     host: str
     path: str  # credentials redacted
     session: Session | None = None
+    transport: str = HTTP  # or WEBSOCKET: one message of a socket
     analysis: asyncio.Future[Analysis] | None = None
     # Resolved once the request is parsed, before it is counted; None if it did not parse.
     parsed: asyncio.Future[Analysis | None] | None = None

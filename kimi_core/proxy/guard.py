@@ -28,14 +28,15 @@ from kimi_core.guard import (
     LANGUAGES,
     decide,
     explain,
+    failed_stream,
     largest_parts,
     parse_ratio,
     parse_ratios,
     refusal,
 )
-from kimi_core.providers import ANTHROPIC, GEMINI, OPENAI_CHAT
+from kimi_core.providers import ANTHROPIC, GEMINI, OPENAI_CHAT, OPENAI_RESPONSES
 from kimi_core.proxy.compactor import apply, rewrite
-from kimi_core.proxy.context import KimiContext, LLMCall
+from kimi_core.proxy.context import WEBSOCKET, KimiContext, LLMCall
 from kimi_core.store import AlertRecord, CalibrationRecord, WindowRecord
 from kimi_core.store.records import now_iso
 from kimi_core.windows import is_overflow
@@ -213,12 +214,14 @@ class KimiGuard:
         largest = largest_parts(result.request, self.kimi.counter, result.count.encoding if result.count else "")
         text = explain(call.decision, result.request.model or "", self.reject_at,
                        result.request.max_output_tokens, largest, ctx.options.kimi_lang)
-        body = refusal(call.dialect, call.decision, text, result.request.max_output_tokens)
-        flow.response = http.Response.make(400, body, {
-            "content-type": "application/json",
-            REFUSED_HEADER: "refused: context window",
-            "x-should-retry": "false",
-        })
+        headers = {REFUSED_HEADER: "refused: context window", "x-should-retry": "false"}
+        if call.dialect == OPENAI_RESPONSES and (result.request.stream or call.transport == WEBSOCKET):
+            # A streamed Responses call learns of an overflow from its stream (Codex reads nothing else).
+            body = failed_stream(call.decision, text, result.request.model, f"resp_kimi_{flow.id}")
+            flow.response = http.Response.make(200, body, {"content-type": "text/event-stream", **headers})
+        else:
+            body = refusal(call.dialect, call.decision, text, result.request.max_output_tokens)
+            flow.response = http.Response.make(400, body, {"content-type": "application/json", **headers})
         call.action = "rejected"
         self._alert(flow, call, call.decision.share, "rejected", text)
 

@@ -67,6 +67,11 @@ def summary(call: LLMCall) -> str:
     return " · ".join(parts)
 
 
+def is_responses_socket(path: str) -> bool:
+    """A WebSocket that carries Responses API calls (``KimiWebSocket`` reads them)."""
+    return path.split("?", 1)[0].rstrip("/").endswith("/responses")
+
+
 def _resolve(future: asyncio.Future | None, value: Analysis | None) -> None:
     if future is not None and not future.done():
         future.set_result(value)
@@ -121,7 +126,10 @@ class KimiMeter:
         if call is None:
             return
         if flow.request.headers.get("upgrade", "").lower() == "websocket":
-            self._note(call, "websocket upgrade: messages are not metered", flow)
+            if is_responses_socket(flow.request.path):
+                call.errors.append("WebSocket opened: each response.create on it is a call of its own")
+            else:
+                self._note(call, "websocket upgrade: messages are not metered", flow)
             return
         if call.dialect is None:
             self._note(call, f"not a generation endpoint: {flow.request.method} {call.path.split('?')[0]}", flow)
@@ -174,7 +182,8 @@ class KimiMeter:
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         call = self.kimi.call(flow)
-        if call is None or call.dialect is None or flow.response is None or flow.response.stream:
+        if call is None or call.dialect is None or flow.response is None or flow.response.stream \
+                or call.action == "rejected":
             return
         response = flow.response
         sse = is_event_stream(response.headers.get("content-type", ""))

@@ -70,6 +70,7 @@ def request_row(flow: http.HTTPFlow, call: LLMCall) -> dict[str, Any]:
         "tokens_before": call.original.count.tokens if call.original and call.original.count else None,
         "tokens_after": count.tokens if count and call.compaction else None,
         "compacted_results": len(call.compaction.done) if call.compaction else None,
+        "transport": call.transport,
         "request_bytes": len(flow.request.raw_content or b""),
         "response_bytes": (call.watcher.bytes if call.watcher is not None
                            else len(response.raw_content or b"") if response is not None else None),

@@ -22,7 +22,7 @@ from mitmproxy.proxy import mode_specs
 from kimi_core.config import load_config
 from kimi_core.errors import ConfigError
 from kimi_core.providers import dialect_for
-from kimi_core.proxy.context import KimiContext, LLMCall
+from kimi_core.proxy.context import HTTP, TRANSPORT, KimiContext, LLMCall
 from kimi_core.redact import redact_path
 
 logger = logging.getLogger(__name__)
@@ -128,6 +128,7 @@ class KimiTraffic:
             dialect=dialect_for(flow.request.path, flow.request.method, provider),
             host=flow.request.host,
             path=path,
+            transport=flow.metadata.get(TRANSPORT, HTTP),
         )
         self.kimi.calls[flow] = call
         flow.metadata["kimi"] = {"provider": provider.name, "dialect": call.dialect}

@@ -15,6 +15,11 @@ predictable, so tests can check what the proxy recorded:
 - ``X-Fake-Overflow: N`` answers 400 with the dialect's context-overflow error
   stating a window of N tokens.
 
+A WebSocket upgrade to a ``/responses`` path speaks the Responses API the way
+Codex uses it: each ``response.create`` message gets the events of a streamed
+answer as text messages (the ``X-Fake-*`` headers of the upgrade apply to
+every one); other messages are only recorded.
+
 Run it alone with ``python -m kimi_core.testing.fake_provider --port 8443``.
 """
 
@@ -32,6 +37,10 @@ import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Self
+
+from wsproto import ConnectionType, WSConnection
+from wsproto import events as wsevents
+from wsproto.extensions import PerMessageDeflate
 
 REPLY = "Hello from the fake provider."
 HANG_SECONDS = 30
@@ -157,7 +166,10 @@ def events(dialect: str, model: str, prompt: int, pieces: list[str]) -> list[tup
                                                 "output_index": 0, "content_index": 0, "delta": p,
                                                 "sequence_number": i + 1, "logprobs": []})
                 for i, p in enumerate(pieces)]
-        evs.append(("response.completed", {"type": "response.completed", "sequence_number": out + 1,
+        # Codex builds its answer from the finished items, not from the deltas.
+        evs.append(("response.output_item.done", {"type": "response.output_item.done", "output_index": 0,
+                                                   "sequence_number": out + 1, "item": final["output"][0]}))
+        evs.append(("response.completed", {"type": "response.completed", "sequence_number": out + 2,
                                            "response": final}))
         return evs
     if dialect == "anthropic":
@@ -197,7 +209,65 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
+        if self.headers.get("upgrade", "").lower() == "websocket":
+            self._websocket()
+            return
         self._send_json(200, {"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
+
+    def _websocket(self) -> None:
+        """The Responses API over a WebSocket, as Codex uses it: one ``response.create`` after another."""
+        ws = WSConnection(ConnectionType.SERVER)
+        head = f"GET {self.path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in self.headers.items())
+        ws.receive_data((head + "\r\n").encode())
+        for event in ws.events():
+            if isinstance(event, wsevents.Request):
+                self._ws_send(ws, wsevents.AcceptConnection(extensions=[PerMessageDeflate()]))
+        self.close_connection = True
+        text: list[str] = []
+        while True:
+            data = self.rfile.read1(65536)
+            ws.receive_data(data or None)
+            for event in ws.events():
+                if isinstance(event, wsevents.TextMessage):
+                    text.append(event.data)
+                    if event.message_finished:
+                        self._ws_message(ws, "".join(text))
+                        text = []
+                elif isinstance(event, wsevents.Ping):
+                    self._ws_send(ws, event.response())
+                elif isinstance(event, wsevents.CloseConnection):
+                    self._ws_send(ws, event.response())
+                    return
+            if not data:
+                return
+
+    def _ws_send(self, ws: WSConnection, event: wsevents.Event) -> None:
+        self.wfile.write(ws.send(event))
+        self.wfile.flush()
+
+    def _ws_message(self, ws: WSConnection, text: str) -> None:
+        body = text.encode()
+        self.server.seen.append({"path": self.path, "headers": dict(self.headers), "body": body,
+                                 "transport": "websocket"})
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = {}
+        if not isinstance(data, dict) or data.get("type") != "response.create":
+            return
+        prompt = int(self.headers.get("x-fake-prompt-tokens") or max(3, len(body) // 4))
+        model = str(data.get("model") or "fake-model")
+        if self.headers.get("x-fake-overflow"):
+            window = int(self.headers["x-fake-overflow"])
+            error = overflow_body("openai-responses", window, prompt)["error"]
+            evs: list[tuple[str | None, dict | str]] = [("response.failed", {"type": "response.failed", "response": {
+                "id": "resp_fake", "object": "response", "status": "failed", "model": model, "output": [],
+                "error": {"code": error["code"], "message": error["message"]}}})]
+        else:
+            n = int(self.headers.get("x-fake-chunks") or 5)
+            evs = events("openai-responses", model, prompt, [f"piece {i} " for i in range(n)])
+        for _, payload in evs:
+            self._ws_send(ws, wsevents.TextMessage(data=json.dumps(payload)))
 
     def do_POST(self) -> None:
         length = int(self.headers.get("content-length") or 0)
