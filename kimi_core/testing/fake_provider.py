@@ -161,7 +161,10 @@ def events(dialect: str, model: str, prompt: int, pieces: list[str]) -> list[tup
         final = whole(dialect, model, prompt, out)
         final["output"][0]["content"][0]["text"] = "".join(pieces)
         created = {**final, "status": "in_progress", "output": [], "usage": None}
-        evs = [("response.created", {"type": "response.created", "sequence_number": 0, "response": created})]
+        evs = [("response.created", {"type": "response.created", "sequence_number": 0, "response": created}),
+               ("response.output_item.added", {"type": "response.output_item.added", "output_index": 0,
+                                               "sequence_number": 0, "item": {**final["output"][0], "content": [],
+                                                                              "status": "in_progress"}})]
         evs += [("response.output_text.delta", {"type": "response.output_text.delta", "item_id": "msg_fake",
                                                 "output_index": 0, "content_index": 0, "delta": p,
                                                 "sequence_number": i + 1, "logprobs": []})
@@ -192,6 +195,8 @@ def events(dialect: str, model: str, prompt: int, pieces: list[str]) -> list[tup
                                  "modelVersion": model}
         chunk["usageMetadata"] = {"promptTokenCount": prompt, "candidatesTokenCount": i + 1,
                                   "totalTokenCount": prompt + i + 1, "cachedContentTokenCount": 3}
+        if i == len(pieces) - 1:
+            chunk["candidates"][0]["finishReason"] = "STOP"  # Gemini CLI retries a stream without one
         evs.append((None, chunk))
     return evs
 
