@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -15,6 +16,7 @@ from kimi_core import dialects, jsonspans
 from kimi_core.dialects.base import LLMRequest
 from kimi_core.errors import BodyError
 from kimi_core.jsonspans import Parsed, Span
+from kimi_core.providers import CODE_ASSIST, Route
 from kimi_core.tokens import Count, TokenCounter
 
 
@@ -35,6 +37,14 @@ class Analysis:
     # The earlier analysis whose items this body begins with, and how many items it reused.
     prior_seq: int | None = None
     reused: int = 0
+    # When the API's request sits inside an envelope (Gemini Code Assist), the text before
+    # and after it: the body on the wire is envelope[0] + text + envelope[1].
+    envelope: tuple[str, str] | None = None
+    route: Route | None = None
+
+    def wire(self, text: str) -> bytes:
+        """The body to send for the request ``text``, inside its envelope if it has one."""
+        return (text if self.envelope is None else self.envelope[0] + text + self.envelope[1]).encode("utf-8")
 
     @property
     def history(self) -> Span | None:
@@ -123,18 +133,31 @@ def _parse_json(data: bytes, dialect: str, recent: Recent | None) -> tuple[Analy
                         digest(text[a:b]) for a, b in parsed.items[reused:]]), prior
 
 
-def analyse(raw: bytes, content_encoding: str, dialect: str, path: str,
+def analyse(raw: bytes, content_encoding: str, route: Route | str, path: str,
             counter: TokenCounter, max_bytes: int, recent: Recent | None = None) -> Analysis:
     """Decode, parse and count a request body; every failure becomes ``error``."""
-    return count(*parse(raw, content_encoding, dialect, path, max_bytes, recent), counter, recent)
+    return count(*parse(raw, content_encoding, route, path, max_bytes, recent), counter, recent)
 
 
-def parse(raw: bytes, content_encoding: str, dialect: str, path: str, max_bytes: int,
+def unwrap(data: bytes, envelope: str | None) -> tuple[bytes, tuple[str, str] | None, str | None]:
+    """The API request inside an envelope: its bytes, the text around it, the model the envelope names."""
+    if envelope != CODE_ASSIST:
+        return data, None, None
+    text = data.decode("utf-8")
+    start, end = jsonspans.locate(text, 0, ("request",))
+    outer = json.loads(text[:start] + "null" + text[end:])
+    model = outer.get("model") if isinstance(outer, dict) and isinstance(outer.get("model"), str) else None
+    return text[start:end].encode("utf-8"), (text[:start], text[end:]), model
+
+
+def parse(raw: bytes, content_encoding: str, route: Route | str, path: str, max_bytes: int,
           recent: Recent | None = None) -> tuple[Analysis, Analysis | None]:
     """The first stage of ``analyse``: decode and parse (quick); with the recent analysis it resumed from.
 
     Enough to know whether the body holds an oversized tool result.
     """
+    route = route if isinstance(route, Route) else Route(route)
+    dialect = route.dialect
     if not raw:
         return Analysis(error="empty request body"), None
     if len(raw) > max_bytes:
@@ -150,16 +173,25 @@ def parse(raw: bytes, content_encoding: str, dialect: str, path: str, max_bytes:
             return Analysis(raw=raw, error=f"decoded request body of {len(data) / 1e6:.1f} MB is over the "
                                            f"{max_bytes / 1e6:.0f} MB analysis limit: not counted"), None
     try:
-        result, prior = _parse_json(data, dialect, recent)
+        inner, envelope, named = unwrap(data, route.envelope)
+    except (ValueError, KeyError, IndexError, RecursionError) as e:
+        return Analysis(raw=data, error=f"not a {route.envelope} envelope: {str(e)[:120]}"), None
+    try:
+        result, prior = _parse_json(inner, dialect, recent)
     except (ValueError, RecursionError) as e:
         return Analysis(raw=data, error=f"request body is not JSON: {str(e)[:120]}"), None
+    result.envelope, result.route = envelope, route
     try:
         if prior is not None and prior.request is not None:
-            result.request = dialects.parse_request(dialect, result.body, path, result.reused, prior.request.messages)
+            request = dialects.parse_request(dialect, result.body, path, result.reused, prior.request.messages)
         else:
-            result.request = dialects.parse_request(dialect, result.body, path)
+            request = dialects.parse_request(dialect, result.body, path)
     except BodyError as e:
         result.error = f"not a {dialect} request: {e}"
+        return result, prior
+    if request.model is None and (route.model or named):
+        request = dataclasses.replace(request, model=route.model or named)
+    result.request = request
     return result, prior
 
 

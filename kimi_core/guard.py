@@ -263,6 +263,21 @@ def provider_wording(dialect: str | None, decision: Decision, max_output: int | 
             f"{estimate} tokens. Please reduce the length of the messages.")
 
 
+def bedrock_wording(dialect: str | None, decision: Decision, max_output: int | None, model: str | None) -> str:
+    """Bedrock passes Claude's own words on (Converse after "The model returned the following errors:")."""
+    claude = dialect == ANTHROPIC or "anthropic" in (model or "") or "claude" in (model or "")
+    words = provider_wording(ANTHROPIC, decision, max_output) if claude else "Input is too long for requested model."
+    return words if dialect == ANTHROPIC else f"The model returned the following errors: {words}"
+
+
+def bedrock_refusal(dialect: str | None, decision: Decision, explanation: str, max_output: int | None,
+                    model: str | None) -> tuple[bytes, dict[str, str]]:
+    """A refusal as Bedrock sends a ValidationException: the body and its headers."""
+    message = f"{bedrock_wording(dialect, decision, max_output, model)} {explanation}"
+    return json.dumps({"message": message}, ensure_ascii=False).encode(), {
+        "x-amzn-ErrorType": "ValidationException:http://internal.amazon.com/coral/com.amazon.bedrock/"}
+
+
 def refusal_error(dialect: str | None, decision: Decision, explanation: str,
                   max_output: int | None = None) -> dict:
     """The error object of a refusal: the provider's wording first, Kimi's explanation after."""

@@ -1,15 +1,25 @@
-"""The providers Kimi recognises, and how a host name maps to one.
+"""The providers Kimi recognises, how a host name maps to one, and how a path maps to an API.
 
 A provider is a name, the hosts that serve it and the dialect its chat endpoint
-speaks by default. The path of a request decides the dialect when it is
-recognisable (``/v1/messages`` is Anthropic's wherever it is served); the
-provider's dialect is the fallback. Hosts are exact names or ``*.suffix``
-wildcards, optionally with ``:port`` (for a local server in reverse mode).
+speaks by default. Hosts are exact names or wildcards (``*`` stands for any
+run of characters but ``:``: ``*.openai.azure.com``,
+``bedrock-runtime.*.amazonaws.com``), optionally with ``:port`` (for a local
+server in reverse mode). A provider may serve LLM calls under some paths
+only (``chatgpt.com`` serves Codex under ``/backend-api/codex/`` and a web
+app everywhere else): its other paths are not provider traffic at all.
+
+The path of a request decides its ``Route``: which API it speaks (the
+dialect, whose one parser reads it wherever it is served) and what is
+around it: a model named by the path rather than the body (Gemini, Vertex AI,
+Bedrock), an envelope (Gemini Code Assist puts the request under
+``"request"`` and each answer under ``"response"``), an error format of the
+host's own (Bedrock).
 """
 
 from __future__ import annotations
 
 import re
+import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -17,7 +27,10 @@ OPENAI_CHAT = "openai-chat"
 OPENAI_RESPONSES = "openai-responses"
 ANTHROPIC = "anthropic"
 GEMINI = "gemini"
-DIALECTS = (OPENAI_CHAT, OPENAI_RESPONSES, ANTHROPIC, GEMINI)
+BEDROCK_CONVERSE = "bedrock-converse"
+DIALECTS = (OPENAI_CHAT, OPENAI_RESPONSES, ANTHROPIC, GEMINI, BEDROCK_CONVERSE)
+CODE_ASSIST = "code-assist"  # envelope: {"model", "project", "request": {...}} / {"response": {...}}
+BEDROCK = "bedrock"  # error format: 400, x-amzn-ErrorType, {"message": "..."}
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +38,20 @@ class Provider:
     name: str
     hosts: tuple[str, ...]
     dialect: str = OPENAI_CHAT
+    paths: tuple[str, ...] = ()  # path prefixes of its LLM traffic; empty: every path
+
+    def serves(self, path: str) -> bool:
+        return not self.paths or path.startswith(self.paths)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """How one call speaks: its API and what wraps it."""
+
+    dialect: str
+    model: str | None = None  # named by the path, not the body
+    envelope: str | None = None  # CODE_ASSIST
+    errors: str | None = None  # BEDROCK; None: the dialect's own error format
 
 
 BUILTIN_PROVIDERS: tuple[Provider, ...] = (
@@ -45,16 +72,20 @@ BUILTIN_PROVIDERS: tuple[Provider, ...] = (
     Provider("cerebras", ("api.cerebras.ai",)),
     Provider("zhipu", ("open.bigmodel.cn", "api.z.ai")),
     Provider("dashscope", ("dashscope.aliyuncs.com", "dashscope-intl.aliyuncs.com")),
+    # Subscriptions, IDEs and company clouds.
+    Provider("chatgpt", ("chatgpt.com",), OPENAI_RESPONSES, paths=("/backend-api/codex/",)),  # Codex, ChatGPT login
+    Provider("github-copilot", ("api.githubcopilot.com", "api.individual.githubcopilot.com",
+                                "api.business.githubcopilot.com", "api.enterprise.githubcopilot.com")),
+    Provider("gemini-code-assist", ("cloudcode-pa.googleapis.com",), GEMINI),  # Gemini CLI, Google login
+    Provider("vertex-ai", ("aiplatform.googleapis.com", "*-aiplatform.googleapis.com"), GEMINI),
+    Provider("bedrock", ("bedrock-runtime.*.amazonaws.com", "bedrock-runtime-fips.*.amazonaws.com"), ANTHROPIC),
 )
 
 
 def _host_regex(host: str) -> str:
     """A regex for one host entry, matched against ``host:port`` strings."""
     name, _, port = host.lower().partition(":")
-    if name.startswith("*."):
-        name_re = r"[^:]*\." + re.escape(name[2:])
-    else:
-        name_re = re.escape(name)
+    name_re = "[^:]+".join(re.escape(part) for part in name.split("*"))
     return f"^{name_re}:{re.escape(port) if port else r'[0-9]+'}$"
 
 
@@ -90,22 +121,43 @@ class Registry:
         return sorted({_host_regex(h) for p in self.providers.values() for h in p.hosts})
 
 
-def dialect_for(path: str, method: str, provider: Provider) -> str | None:
+_BEDROCK = re.compile(r"/model/([^/]+)/(invoke|invoke-with-response-stream|converse|converse-stream)$")
+_RAW_PREDICT = re.compile(r"/models/([^/:]+):(?:stream)?[rR]awPredict$")
+_MODEL_IN_PATH = re.compile(r"/models/([^/:?]+):")
+
+
+def route_for(path: str, method: str, provider: Provider) -> Route | None:
     """The API a request speaks, from its path; None when it is no generation call.
 
     Paths are matched on their end so that prefixes (``/openai/v1`` at Groq,
     ``/compatible-mode/v1`` at DashScope, ``/coding/v1`` at Kimi, Azure's
-    deployments) need no table.
+    deployments, Vertex AI's projects and locations) need no table.
     """
     if method != "POST":
         return None
-    path = path.split("?", 1)[0].rstrip("/")
+    path = urllib.parse.unquote(path.split("?", 1)[0]).rstrip("/")
+    if m := _BEDROCK.search(path):
+        model, operation = m.groups()
+        if operation.startswith("converse"):
+            return Route(BEDROCK_CONVERSE, model, errors=BEDROCK)
+        # invoke takes each model family's own body; Claude's is Anthropic's Messages API.
+        return Route(ANTHROPIC, model, errors=BEDROCK) if "anthropic" in model or "claude" in model else None
+    if m := _RAW_PREDICT.search(path):  # Anthropic on Vertex AI
+        return Route(ANTHROPIC, m.group(1))
     if path.endswith("/chat/completions"):
-        return OPENAI_CHAT
+        return Route(OPENAI_CHAT)
     if path.endswith("/responses"):
-        return OPENAI_RESPONSES
+        return Route(OPENAI_RESPONSES)
     if path.endswith("/messages"):
-        return ANTHROPIC
+        return Route(ANTHROPIC)
     if path.endswith((":generateContent", ":streamGenerateContent")):
-        return GEMINI
+        if path.endswith(("/v1internal:generateContent", "/v1internal:streamGenerateContent")):
+            return Route(GEMINI, envelope=CODE_ASSIST)
+        m = _MODEL_IN_PATH.search(path)
+        return Route(GEMINI, m.group(1) if m else None)
     return None
+
+
+def dialect_for(path: str, method: str, provider: Provider) -> str | None:
+    route = route_for(path, method, provider)
+    return route.dialect if route else None

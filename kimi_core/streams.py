@@ -15,7 +15,7 @@ import json
 import time
 import zlib
 
-from kimi_core import dialects
+from kimi_core import dialects, eventstream
 from kimi_core.dialects.base import Reply
 
 MAX_BUFFERED = 16 * 1024 * 1024  # a non-SSE stream is parsed whole up to this size
@@ -61,16 +61,30 @@ class SSEParser:
                 self._event = value
 
 
+SSE = "sse"
+JSON = "json"  # a JSON array, parsed at the end (Gemini without alt=sse)
+EVENTSTREAM = "aws-eventstream"  # Bedrock
+
+
+def framing_of(content_type: str) -> str | None:
+    """How a streamed response frames its events, from its content type; None: not a stream."""
+    kind = content_type.split(";", 1)[0].strip().lower()
+    return {"text/event-stream": SSE, "application/vnd.amazon.eventstream": EVENTSTREAM}.get(kind)
+
+
 class StreamWatcher:
-    def __init__(self, dialect: str, sse: bool, content_encoding: str = "", keep: int = 0) -> None:
+    def __init__(self, dialect: str, framing: str | bool, content_encoding: str = "", keep: int = 0,
+                 envelope: str | None = None) -> None:
         self.dialect = dialect
         # The stream as it passed, up to ``keep`` bytes (mitmproxy keeps no body for streams;
         # mitmweb shows this one). None once it outgrew that.
         self.kept: bytearray | None = bytearray() if keep else None
         self._keep = keep
-        self.sse = sse
-        self.reader = dialects.stream_reader(dialect)
+        self.framing = framing if isinstance(framing, str) else SSE if framing else JSON
+        self.sse = self.framing != JSON  # events are read as they pass
+        self.reader = dialects.stream_reader(dialect, envelope)
         self.parser = SSEParser()
+        self.frames = eventstream.Decoder() if self.framing == EVENTSTREAM else None
         self.raw = bytearray()  # non-SSE streams only
         self.bytes = 0
         self.events = 0
@@ -109,6 +123,15 @@ class StreamWatcher:
                 raise ValueError(f"stream larger than {MAX_BUFFERED} bytes")
             self.raw += chunk
             return
+        if self.frames is not None:
+            for message in self.frames.feed(chunk):
+                self.events += 1
+                try:
+                    self.reader.feed_payload(*eventstream.event(message))
+                except (ValueError, TypeError, AttributeError) as e:
+                    if self.bad_event is None:
+                        self.bad_event = f"unreadable stream event {self.events}: {str(e)[:120]}"
+            return
         events = self.parser.feed(chunk) if chunk else self.parser.close()
         for event, data in events:
             self.event(event, data)
@@ -133,7 +156,7 @@ class StreamWatcher:
         """What was read so far: complete after the end, partial after an error."""
         if not self.sse:
             try:
-                return dialects.parse_response(self.dialect, json.loads(bytes(self.raw)))
+                return dialects.parse_response(self.dialect, json.loads(bytes(self.raw)), self.reader.envelope)
             except (ValueError, UnicodeDecodeError) as e:
                 if self.error is None:
                     self.error = f"unreadable stream: {e}"
@@ -144,4 +167,4 @@ class StreamWatcher:
 
 
 def is_event_stream(content_type: str) -> bool:
-    return content_type.split(";", 1)[0].strip().lower() == "text/event-stream"
+    return framing_of(content_type) is not None

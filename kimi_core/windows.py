@@ -97,6 +97,11 @@ PROVIDER_DEFAULTS: dict[str, int] = {
     "cerebras": 131_072,
     "zhipu": 128_000,
     "dashscope": 131_072,
+    "chatgpt": 400_000,
+    "github-copilot": 128_000,
+    "gemini-code-assist": 1_048_576,
+    "vertex-ai": 1_048_576,
+    "bedrock": 200_000,
 }
 FALLBACK_WINDOW = 128_000
 
@@ -114,7 +119,8 @@ _STATED_MAXIMUM = [
 _OVERFLOW = re.compile(
     r"context_length_exceeded|maximum context length|prompt is too long|exceed context limit"
     r"|exceeded model token limit|max length exceeded|too large for model"
-    r"|exceeds the maximum number of tokens|exceeds the context window|context window exceeded",
+    r"|exceeds the maximum number of tokens|exceeds the context window|context window exceeded"
+    r"|input is too long for requested model",
     re.IGNORECASE,
 )
 
@@ -134,8 +140,17 @@ def stated_maximum(message: str) -> int | None:
     return None
 
 
+# Cloud names of a model: Bedrock's "us.anthropic.claude-sonnet-4-5-20250929-v1:0" (a region and a
+# vendor before, a version after), Vertex AI's "claude-sonnet-4-5@20250929".
+_CLOUD_PREFIX = re.compile(r"^(?:(?:us|eu|apac|au|ca|jp|global|us-gov)\.)?"
+                           r"(?:anthropic|meta|mistral|amazon|cohere|ai21|deepseek|openai|qwen|writer)\.")
+_CLOUD_SUFFIX = re.compile(r"(?:-v\d+(?::\d+)?|@[\w.-]+)$")
+
+
 def _base(model: str) -> str:
-    return model.rsplit("/", 1)[-1].lower()
+    """The model's own name: no provider prefix (``openai/gpt-4o``), no cloud decorations."""
+    name = model.rsplit("/", 1)[-1].lower()
+    return _CLOUD_SUFFIX.sub("", _CLOUD_PREFIX.sub("", name))
 
 
 def lookup(table: dict[str, int], model: str) -> int | None:

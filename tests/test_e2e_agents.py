@@ -72,7 +72,7 @@ def run(agent_bin, proxy, tmp_path, argv, **env):
     """Run an agent to its end; its output (stdout and stderr) as text."""
     environment = agents.environment(tmp_path / f"home-{uuid.uuid4().hex[:6]}", proxy.url, proxy.ca, proxy.bundle,
                                      **env)
-    done = subprocess.run([str(agent_bin / argv[0]), *argv[1:]], env=environment, cwd=tmp_path,
+    done = subprocess.run([str(agent_bin / argv[0]), *argv[1:]], check=False, env=environment, cwd=tmp_path,
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=AGENT_TIMEOUT)
     return done.returncode, done.stdout + done.stderr
 
@@ -97,8 +97,8 @@ def reached(fake, model):
 
 CODEX_KEY = {"OPENAI_API_KEY": "sk-test-codex-e2e", "CODEX_API_KEY": "sk-test-codex-e2e"}
 CODEX_HTTP = ["-c", "model_provider=kimihttp", "-c",
-              'model_providers.kimihttp={name="OpenAI over HTTP", base_url="https://api.openai.com/v1", '
-              'env_key="OPENAI_API_KEY", wire_api="responses", supports_websockets=false}']
+              ('model_providers.kimihttp={name="OpenAI over HTTP", base_url="https://api.openai.com/v1", '
+               'env_key="OPENAI_API_KEY", wire_api="responses", supports_websockets=false}')]
 
 
 def codex(agent_bin, proxy, tmp_path, model, transport):
@@ -162,7 +162,7 @@ def test_claude_code_retries_with_a_smaller_max_tokens_when_prompt_and_output_do
 
 
 def test_claude_code_says_the_prompt_is_too_long_when_kimi_refuses(agent_bin, proxy, fake, tmp_path):
-    code, out = claude(agent_bin, proxy, tmp_path, "claude-cramped")
+    _, out = claude(agent_bin, proxy, tmp_path, "claude-cramped")
     assert "prompt is too long" in out.lower(), out[-2000:]
     rows = calls(proxy, "claude-cramped")
     assert rows and all(r["action"] == "rejected" for r in rows)

@@ -22,7 +22,7 @@ def test_sse_parser_gives_the_same_events_whatever_the_chunking(size):
 
 
 def test_watcher_passes_every_chunk_unchanged_and_reads_usage():
-    watcher = StreamWatcher("anthropic", sse=True)
+    watcher = StreamWatcher("anthropic", framing="sse")
     chunks = [EVENTS[:10], EVENTS[10:50], EVENTS[50:], b""]
     assert [watcher(c) for c in chunks] == chunks
     reply = watcher.result()
@@ -32,14 +32,14 @@ def test_watcher_passes_every_chunk_unchanged_and_reads_usage():
 
 def test_watcher_reads_gzip_encoded_streams():
     packed = gzip.compress(EVENTS)
-    watcher = StreamWatcher("anthropic", sse=True, content_encoding="gzip")
+    watcher = StreamWatcher("anthropic", framing="sse", content_encoding="gzip")
     out = b"".join(watcher(packed[i:i + 5]) for i in range(0, len(packed), 5)) + watcher(b"")
     assert out == packed
     assert watcher.result().usage.completion_tokens == 4
 
 
 def test_watcher_survives_garbage_and_keeps_passing_bytes():
-    watcher = StreamWatcher("openai-chat", sse=True)
+    watcher = StreamWatcher("openai-chat", framing="sse")
     assert watcher(b"data: {not json\n\n") == b"data: {not json\n\n"
     assert watcher(b'data: {"usage":{"prompt_tokens":1}}\n\n') == b'data: {"usage":{"prompt_tokens":1}}\n\n'
     reply = watcher.result()
@@ -48,14 +48,14 @@ def test_watcher_survives_garbage_and_keeps_passing_bytes():
 
 
 def test_watcher_of_an_unsupported_encoding_says_so():
-    watcher = StreamWatcher("openai-chat", sse=True, content_encoding="br")
+    watcher = StreamWatcher("openai-chat", framing="sse", content_encoding="br")
     assert watcher(b"\x00\x01") == b"\x00\x01"
     assert watcher.error == "stream encoded with br: usage not read"
 
 
 def test_watcher_buffers_gemini_json_arrays():
     body = json.dumps([{"candidates": []}, {"usageMetadata": {"promptTokenCount": 9}}]).encode()
-    watcher = StreamWatcher("gemini", sse=False)
+    watcher = StreamWatcher("gemini", framing="json")
     for i in range(0, len(body), 4):
         watcher(body[i:i + 4])
     watcher(b"")

@@ -136,7 +136,7 @@ class StreamReader(base.StreamReader):
         elif kind == "message_delta":
             # Output is cumulative; input fields, when present, are final counts.
             self.reply.usage.merge(usage_from(payload.get("usage")))
-        elif kind == "error":
+        elif kind == "error" or kind == "exception" or kind.endswith("Exception"):  # Bedrock: exception frames
             self.reply.error = error_message(payload) or dump(payload)
             self.finished = True
         elif kind == "message_stop":

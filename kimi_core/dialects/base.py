@@ -137,6 +137,9 @@ def error_message(body: Any) -> str | None:
         return msg if isinstance(msg, str) else dump(err)
     if isinstance(err, str):
         return err
+    message = body.get("message")  # AWS: {"message": "..."} with the kind in a header
+    if isinstance(message, str) and body.get("type") != "message":
+        return message
     return None
 
 
@@ -146,6 +149,8 @@ class StreamReader:
     ``finished`` turns true on the event that ends the answer, for transports
     that do not end with it (a WebSocket carries one answer after another).
     """
+
+    envelope: str | None = None
 
     def __init__(self) -> None:
         self.reply = Reply()

@@ -20,6 +20,7 @@ from mitmproxy import ctx, exceptions, http
 
 from kimi_core.analysis import Analysis, analyse
 from kimi_core.compaction import MIN_BUDGET
+from kimi_core.providers import Route
 from kimi_core.proxy.context import KimiContext, LLMCall
 from kimi_core.store import ArchiveRecord
 from kimi_core.toolresults import Plan, Rewritten
@@ -54,7 +55,9 @@ def _rewrite(kimi: KimiContext, analysis: Analysis, path: str, max_bytes: int, b
     rewritten = plan.apply()
     if rewritten is None:
         return None
-    new = analyse(rewritten.text.encode("utf-8"), "", analysis.dialect, path, kimi.counter, max_bytes, kimi.recent)
+    route = Route(analysis.dialect, analysis.request.model)  # the request alone, out of any envelope
+    new = analyse(rewritten.text.encode("utf-8"), "", route, path, kimi.counter, max_bytes, kimi.recent)
+    new.envelope = analysis.envelope
     if new.count is None:  # cannot happen for a body spliced from a parsed one; never send what was not checked
         logger.warning("kimi: a compacted body did not parse again (%s); sending the original", new.error)
         return None
@@ -82,7 +85,7 @@ def apply(kimi: KimiContext, flow: http.HTTPFlow, call: LLMCall, new: Analysis, 
     """Send the compacted body on, and keep the originals."""
     if call.original is None:
         call.original = call.result()
-    flow.request.content = rewritten.text.encode("utf-8")  # re-encoded if the client compressed it
+    flow.request.content = new.wire(rewritten.text)  # re-encoded if the client compressed it
     call.replace_analysis(new)
     call.compaction = rewritten
     call.action = "compacted"

@@ -24,6 +24,7 @@ from kimi_core.dialects.base import Reply
 from kimi_core.forecast import Forecast
 from kimi_core.guard import Calibration, Decision, Fit
 from kimi_core.metrics import Metrics
+from kimi_core.providers import Route
 from kimi_core.sessions import Session
 from kimi_core.store import Store
 from kimi_core.streams import StreamWatcher
@@ -45,6 +46,7 @@ class LLMCall:
     path: str  # credentials redacted
     session: Session | None = None
     transport: str = HTTP  # or WEBSOCKET: one message of a socket
+    route: Route | None = None  # the API and what wraps it; None when dialect is None
     analysis: asyncio.Future[Analysis] | None = None
     # Resolved once the request is parsed, before it is counted; None if it did not parse.
     parsed: asyncio.Future[Analysis | None] | None = None

@@ -22,10 +22,10 @@ from collections.abc import Coroutine
 
 from mitmproxy import ctx, exceptions, http
 
-from kimi_core.dialects import gemini
 from kimi_core.forecast import RECENT, forecast
 from kimi_core.guard import (
     LANGUAGES,
+    bedrock_refusal,
     decide,
     explain,
     failed_stream,
@@ -34,7 +34,7 @@ from kimi_core.guard import (
     parse_ratios,
     refusal,
 )
-from kimi_core.providers import ANTHROPIC, GEMINI, OPENAI_CHAT, OPENAI_RESPONSES
+from kimi_core.providers import ANTHROPIC, BEDROCK, OPENAI_CHAT, OPENAI_RESPONSES, Route
 from kimi_core.proxy.compactor import apply, rewrite
 from kimi_core.proxy.context import WEBSOCKET, KimiContext, LLMCall
 from kimi_core.store import AlertRecord, CalibrationRecord, WindowRecord
@@ -51,15 +51,16 @@ MAX_CANDIDATES = 64
 OUTPUT_COUNTS = (OPENAI_CHAT, ANTHROPIC)
 
 
-def candidate_models(raw: bytes, dialect: str | None, path: str) -> list[str]:
+def candidate_models(raw: bytes, route: Route | None) -> list[str]:
     """The models a request may name, read cheaply before the body is parsed.
 
+    A model in the path (Gemini, Vertex AI, Bedrock) is the one. Otherwise
     SDKs write ``model`` after ``messages``, so the whole body is searched;
     the top-level key is among the matches unless it is written with escapes.
     Empty when the body names none (or too many to be cheap).
     """
-    if dialect == GEMINI and (model := gemini.model_from_path(path)):
-        return [model]
+    if route is not None and route.model:
+        return [route.model]
     found = []
     for m in _MODEL.finditer(raw):
         found.append(m.group(1).decode("utf-8", "replace"))
@@ -122,7 +123,7 @@ class KimiGuard:
             call.when_analysed(lambda: self._judge(flow, call))
             return None
         raw = flow.request.raw_content or b""
-        models = candidate_models(raw, call.dialect, flow.request.path)
+        models = candidate_models(raw, call.route)
         if models and not self._may_matter(len(raw), models, call.provider):
             call.when_analysed(lambda: self._judge(flow, call))
             return None
@@ -219,6 +220,10 @@ class KimiGuard:
             # A streamed Responses call learns of an overflow from its stream (Codex reads nothing else).
             body = failed_stream(call.decision, text, result.request.model, f"resp_kimi_{flow.id}")
             flow.response = http.Response.make(200, body, {"content-type": "text/event-stream", **headers})
+        elif call.route is not None and call.route.errors == BEDROCK:
+            body, more = bedrock_refusal(call.dialect, call.decision, text, result.request.max_output_tokens,
+                                         result.request.model)
+            flow.response = http.Response.make(400, body, {"content-type": "application/json", **more, **headers})
         else:
             body = refusal(call.dialect, call.decision, text, result.request.max_output_tokens)
             flow.response = http.Response.make(400, body, {"content-type": "application/json", **headers})

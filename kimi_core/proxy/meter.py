@@ -25,7 +25,7 @@ from kimi_core.dialects.base import Reply
 from kimi_core.errors import BodyError
 from kimi_core.providers import GEMINI
 from kimi_core.proxy.context import KimiContext, LLMCall
-from kimi_core.streams import StreamWatcher, is_event_stream
+from kimi_core.streams import JSON, StreamWatcher, framing_of
 
 logger = logging.getLogger(__name__)
 
@@ -89,11 +89,15 @@ def _copy(source: asyncio.Future, target: asyncio.Future | None) -> None:
         target.set_result(source.result())
 
 
-def parse_reply(dialect: str, raw: bytes) -> Reply:
+def envelope(call: LLMCall) -> str | None:
+    return call.route.envelope if call.route is not None else None
+
+
+def parse_reply(dialect: str, raw: bytes, wrapped: str | None = None) -> Reply:
     if not raw:
         return Reply()
     try:
-        return dialects.parse_response(dialect, json.loads(raw))
+        return dialects.parse_response(dialect, json.loads(raw), wrapped)
     except (ValueError, RecursionError, BodyError) as e:
         return Reply(error=f"response body is not {dialect} JSON: {str(e)[:120]}")
 
@@ -141,7 +145,7 @@ class KimiMeter:
         loop = asyncio.get_running_loop()
         call.parsed = loop.create_future()
         call.analysis = loop.create_future()
-        args = (raw, flow.request.headers.get("content-encoding", ""), call.dialect, flow.request.path,
+        args = (raw, flow.request.headers.get("content-encoding", ""), call.route, flow.request.path,
                 ctx.options.kimi_max_body_mb * 1024 * 1024, self.kimi.recent)
         if len(raw) > ANALYSE_INLINE_LIMIT or "content-encoding" in flow.request.headers:
             stage = loop.run_in_executor(self.kimi.parser, analysis.parse, *args)
@@ -186,11 +190,13 @@ class KimiMeter:
                 or call.action == "rejected":
             return
         response = flow.response
-        sse = is_event_stream(response.headers.get("content-type", ""))
-        gemini_array = (call.dialect == GEMINI and ":streamGenerateContent" in call.path
-                        and response.status_code == 200)
-        if sse or gemini_array:
-            call.watcher = StreamWatcher(call.dialect, sse, response.headers.get("content-encoding", ""), STREAM_KEPT)
+        framing = framing_of(response.headers.get("content-type", ""))
+        if framing is None and call.dialect == GEMINI and ":streamGenerateContent" in call.path \
+                and response.status_code == 200:
+            framing = JSON  # Gemini without alt=sse streams one JSON array
+        if framing is not None:
+            call.watcher = StreamWatcher(call.dialect, framing, response.headers.get("content-encoding", ""),
+                                         STREAM_KEPT, envelope(call))
             response.stream = call.watcher
 
     def response(self, flow: http.HTTPFlow) -> Coroutine[None, None, None] | None:
@@ -210,7 +216,8 @@ class KimiMeter:
     async def _read_big(self, flow: http.HTTPFlow, call: LLMCall) -> None:
         assert flow.response is not None
         raw = self._body(flow.response)
-        reply = await asyncio.to_thread(parse_reply, call.dialect, raw) if isinstance(raw, bytes) else raw
+        reply = await asyncio.to_thread(parse_reply, call.dialect, raw, envelope(call)) if isinstance(raw, bytes) \
+            else raw
         self._replied(flow, call, reply)
 
     def _replied(self, flow: http.HTTPFlow, call: LLMCall, reply: Reply) -> None:
@@ -255,7 +262,7 @@ class KimiMeter:
                 call.errors.append(call.watcher.error)
             return reply
         raw = self._body(response)
-        return parse_reply(call.dialect, raw) if isinstance(raw, bytes) else raw
+        return parse_reply(call.dialect, raw, envelope(call)) if isinstance(raw, bytes) else raw
 
     @staticmethod
     def _body(response: http.Response) -> bytes | Reply:

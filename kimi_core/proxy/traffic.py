@@ -21,7 +21,7 @@ from mitmproxy.proxy import mode_specs
 
 from kimi_core.config import load_config
 from kimi_core.errors import ConfigError
-from kimi_core.providers import dialect_for
+from kimi_core.providers import route_for
 from kimi_core.proxy.context import HTTP, TRANSPORT, KimiContext, LLMCall
 from kimi_core.redact import redact_path
 
@@ -120,15 +120,17 @@ class KimiTraffic:
         if flow.response is not None or flow.error is not None:
             return  # answered by another addon, or replayed
         provider = self.kimi.registry.match(flow.request.host, flow.request.port)
-        if provider is None:
+        if provider is None or not provider.serves(flow.request.path):
             return
         path = redact_path(flow.request.path)
+        route = route_for(flow.request.path, flow.request.method, provider)
         call = LLMCall(
             provider=provider.name,
-            dialect=dialect_for(flow.request.path, flow.request.method, provider),
+            dialect=route.dialect if route else None,
             host=flow.request.host,
             path=path,
             transport=flow.metadata.get(TRANSPORT, HTTP),
+            route=route,
         )
         self.kimi.calls[flow] = call
         flow.metadata["kimi"] = {"provider": provider.name, "dialect": call.dialect}

@@ -26,13 +26,16 @@ Run it alone with ``python -m kimi_core.testing.fake_provider --port 8443``.
 from __future__ import annotations
 
 import argparse
+import base64
 import datetime
 import json
+import re
 import socket
 import ssl
 import tempfile
 import threading
 import time
+import urllib.parse
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -41,6 +44,8 @@ from typing import Any, Self
 from wsproto import ConnectionType, WSConnection
 from wsproto import events as wsevents
 from wsproto.extensions import PerMessageDeflate
+
+from kimi_core import eventstream
 
 REPLY = "Hello from the fake provider."
 HANG_SECONDS = 30
@@ -87,6 +92,42 @@ def dialect_of(path: str) -> str | None:
     if ":generateContent" in p or ":streamGenerateContent" in p:
         return "gemini"
     return None
+
+
+_BEDROCK = re.compile(r"/model/([^/]+)/(invoke|invoke-with-response-stream|converse|converse-stream)$")
+_RAW_PREDICT = re.compile(r"/models/([^/:]+):(stream)?[rR]awPredict$")
+
+
+def route_of(path: str) -> tuple[str | None, str, str | None, bool]:
+    """(dialect, variant, model named by the path, streamed by the path) of a request path.
+
+    Variants: "" (the API as its maker serves it), "code-assist" (Gemini CLI with a
+    Google login: request and answers in envelopes), "vertex" (Anthropic on Vertex
+    AI), "bedrock" (Bedrock's invoke: Anthropic's body, AWS event-stream framing)
+    and "converse" (Bedrock's Converse API).
+    """
+    p = urllib.parse.unquote(path.split("?", 1)[0]).rstrip("/")
+    if m := _BEDROCK.search(p):
+        converse = m.group(2).startswith("converse")
+        return ("bedrock-converse" if converse else "anthropic"), ("converse" if converse else "bedrock"), \
+            m.group(1), m.group(2).endswith("stream")
+    if m := _RAW_PREDICT.search(p):
+        return "anthropic", "vertex", m.group(1), m.group(2) is not None
+    if "/v1internal:" in p and dialect_of(p) == "gemini":
+        return "gemini", "code-assist", None, ":streamGenerateContent" in p
+    dialect = dialect_of(p)
+    model = p.split("/models/")[-1].split(":")[0] if dialect == "gemini" else None
+    return dialect, "", model, ":streamGenerateContent" in p
+
+
+def converse_events(prompt: int, pieces: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    """The events of Bedrock's ConverseStream, by name."""
+    evs: list[tuple[str, dict[str, Any]]] = [("messageStart", {"role": "assistant"})]
+    evs += [("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": p}}) for p in pieces]
+    evs += [("contentBlockStop", {"contentBlockIndex": 0}), ("messageStop", {"stopReason": "end_turn"}),
+            ("metadata", {"usage": {"inputTokens": prompt - 3, "outputTokens": len(pieces), "cacheReadInputTokens": 3,
+                                    "totalTokens": prompt + len(pieces)}, "metrics": {"latencyMs": 1}})]
+    return evs
 
 
 def error_body(dialect: str | None, status: int, message: str) -> dict[str, Any]:
@@ -136,6 +177,10 @@ def whole(dialect: str, model: str, prompt: int, out: int, reply: str = REPLY) -
             "usage": {"input_tokens": prompt - 3, "cache_read_input_tokens": 3,
                       "cache_creation_input_tokens": 0, "output_tokens": out},
         }
+    if dialect == "bedrock-converse":
+        return {"output": {"message": {"role": "assistant", "content": [{"text": reply}]}}, "stopReason": "end_turn",
+                "usage": {"inputTokens": prompt - 3, "cacheReadInputTokens": 3, "outputTokens": out,
+                          "totalTokens": prompt + out}, "metrics": {"latencyMs": 1}}
     return {
         "candidates": [{"content": {"role": "model", "parts": [{"text": reply}]}, "finishReason": "STOP"}],
         "usageMetadata": {"promptTokenCount": prompt, "candidatesTokenCount": out,
@@ -281,7 +326,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.path.split("?", 1)[0].endswith("/messages/count_tokens"):  # Anthropic's token counting
             self._send_json(200, {"input_tokens": max(1, len(body) // 4)})
             return
-        dialect = dialect_of(self.path)
+        dialect, variant, path_model, path_streams = route_of(self.path)
         status = int(self.headers.get("x-fake-status") or 200)
         fault = self.headers.get("x-fake-fault", "")
         if dialect is None or status != 200:
@@ -300,17 +345,31 @@ class Handler(BaseHTTPRequestHandler):
         factor = float(self.headers.get("x-fake-usage-factor") or 1)
         prompt = int(self.headers.get("x-fake-prompt-tokens") or max(3, int(len(body) // 4 * factor)))
         if self.headers.get("x-fake-overflow"):
-            self._send_json(400, overflow_body(dialect, int(self.headers["x-fake-overflow"]), prompt))
+            error = overflow_body("anthropic" if variant in ("bedrock", "converse") else dialect,
+                                  int(self.headers["x-fake-overflow"]), prompt)
+            if variant in ("bedrock", "converse"):  # a ValidationException, Claude's words passed on
+                words = error["error"]["message"]
+                prefix = "The model returned the following errors: " if variant == "converse" else ""
+                self._send_json(400, {"message": prefix + words}, {"x-amzn-ErrorType": "ValidationException"})
+            else:
+                self._send_json(400, error)
             return
-        model = str(data.get("model") or self.path.split("/models/")[-1].split(":")[0])
+        model = str(data.get("model") or path_model or (data.get("request") and "code-assist-model") or "fake-model")
+        if variant == "code-assist":
+            model = str(data.get("model") or model)
         n = int(self.headers.get("x-fake-chunks") or 5)
         delay = float(self.headers.get("x-fake-delay-ms") or 0) / 1000
-        streamed = data.get("stream") is True or ":streamGenerateContent" in self.path
+        streamed = data.get("stream") is True or path_streams
         if not streamed:
             reply = self.server.replies.get(model, REPLY)  # type: ignore[attr-defined]
-            self._send_json(200, whole(dialect, model, prompt, n, reply), {"x-fake-prompt-tokens": str(prompt)})
+            answer = whole(dialect, model, prompt, n, reply)
+            self._send_json(200, {"response": answer} if variant == "code-assist" else answer,
+                            {"x-fake-prompt-tokens": str(prompt)})
             return
         pieces = [f"piece {i} " for i in range(n)]
+        if variant in ("bedrock", "converse"):
+            self._eventstream(dialect, model, prompt, pieces, variant)
+            return
         sse = dialect != "gemini" or "alt=sse" in self.path
         self.send_response(200)
         self.send_header("content-type", "text/event-stream" if sse else "application/json")
@@ -332,6 +391,8 @@ class Handler(BaseHTTPRequestHandler):
             if fault == "hang" and i == 2:  # never finishes
                 time.sleep(HANG_SECONDS)
                 return
+            if variant == "code-assist" and isinstance(payload, dict):
+                payload = {"response": payload}
             text = payload if isinstance(payload, str) else json.dumps(payload)
             if fault == "malformed" and i == 1:
                 text = "{this is not json"
@@ -345,6 +406,26 @@ class Handler(BaseHTTPRequestHandler):
             self._chunk(gz.compress(data) + gz.flush(zlib.Z_SYNC_FLUSH) if gz is not None else data)
         if gz is not None:
             self._chunk(gz.flush())
+        self._chunk(b"")
+
+    def _eventstream(self, dialect: str, model: str, prompt: int, pieces: list[str], variant: str) -> None:
+        """Bedrock's streams: AWS event-stream messages; invoke wraps each Anthropic event in base64."""
+        self.send_response(200)
+        self.send_header("content-type", "application/vnd.amazon.eventstream")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        if variant == "converse":
+            frames = [eventstream.encode({":event-type": name, ":content-type": "application/json",
+                                          ":message-type": "event"}, json.dumps(payload).encode())
+                      for name, payload in converse_events(prompt, pieces)]
+        else:
+            frames = [eventstream.encode({":event-type": "chunk", ":content-type": "application/json",
+                                          ":message-type": "event"},
+                                         json.dumps({"bytes": base64.b64encode(json.dumps(payload).encode())
+                                                     .decode()}).encode())
+                      for _, payload in events(dialect, model, prompt, pieces)]
+        for frame in frames:
+            self._chunk(frame)
         self._chunk(b"")
 
     def _chunk(self, data: bytes) -> None:
