@@ -13,9 +13,10 @@ holds them (``TIKTOKEN_CACHE_DIR``); otherwise the count falls back to
 cl100k_base and is marked approximate. Nothing here touches the network.
 
 What is counted is what providers bill as prompt: system text, every message
-(text, tool calls with their arguments, tool results) and tool definitions,
-plus OpenAI's documented framing of 3 tokens per message and 3 to prime the
-reply. Each piece's count is memoised by a hash of its text, so an agent that
+(text, tool calls with their arguments, tool results), tool definitions of
+every shape, output schemas, images and documents by each provider's formula
+(``kimi_core.media``), plus OpenAI's documented framing of 3 tokens per
+message and 3 to prime the reply. Each piece's count is memoised by a hash of its text, so an agent that
 resends a growing conversation pays only for the new messages.
 """
 
@@ -187,10 +188,12 @@ class TokenCounter:
                 n = self._memoised(digests[message.index], lambda m=message: message_text(m), used)
             else:
                 n = self.count_text(message_text(message), used)
-            message_tokens += TOKENS_PER_MESSAGE + n
+            message_tokens += TOKENS_PER_MESSAGE + n + message.media_tokens
         total = TOKENS_PER_REPLY + message_tokens
         if request.system:
             total += TOKENS_PER_MESSAGE + self.count_text(request.system, used)
+        if request.extra:
+            total += self.count_text(request.extra, used)
         for tool in request.tools:
             total += self.count_text(f"{tool.name}\n{tool.description}\n{tool.parameters}", used)
         return Count(total, used, not known or used != wanted, len(request.messages), message_tokens)

@@ -205,3 +205,76 @@ def test_gemini_json_array_response():
 def test_stream_error_event_is_kept():
     raw = b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n'
     assert read_stream("anthropic", raw).error == "Overloaded"
+
+
+# -- every billed field counts ---------------------------------------------------------------------
+
+SCHEMA = {"type": "object", "properties": {"path": {"type": "string", "description": "the file to read, " * 20}}}
+
+
+def tokens(dialect, body, path=""):
+    from kimi_core.tokens import TokenCounter
+    return TokenCounter().count_request(dialects.parse_request(dialect, body, path)).tokens
+
+
+def schema_tokens():
+    from kimi_core.tokens import counter_for
+    return counter_for("cl100k_base")(json.dumps(SCHEMA, separators=(",", ":")))
+
+
+@pytest.mark.parametrize("dialect,bare,extra", [
+    # Gemini CLI: schemas as parametersJsonSchema
+    ("gemini", {"contents": []}, {"tools": [{"functionDeclarations": [
+        {"name": "read_file", "description": "Read.", "parametersJsonSchema": SCHEMA}]}]}),
+    # Codex: a namespace of custom and function tools
+    ("openai-responses", {"input": "hi"}, {"tools": [{"type": "namespace", "name": "functions", "description": "",
+                                                       "tools": [{"type": "function", "name": "read_file",
+                                                                  "parameters": SCHEMA}]}]}),
+    # Codex over its WebSocket: tools declared in the input
+    ("openai-responses", {"input": [{"type": "message", "role": "user", "content": "hi"}]},
+     {"input": [{"type": "additional_tools", "role": "developer", "tools": [
+         {"type": "namespace", "name": "functions", "tools": [{"type": "function", "name": "read_file",
+                                                                "parameters": SCHEMA}]}]},
+                {"type": "message", "role": "user", "content": "hi"}]}),
+    ("openai-responses", {"input": "hi"}, {"tools": [{"type": "custom", "name": "exec", "description": "Run.",
+                                                       "format": {"type": "grammar", "definition": json.dumps(SCHEMA)}}]}),
+    ("openai-responses", {"input": "hi"}, {"tools": [{"type": "mcp", "server_label": "files",
+                                                       "server_description": json.dumps(SCHEMA)}]}),
+    # structured outputs
+    ("openai-responses", {"input": "hi"}, {"text": {"format": {"type": "json_schema", "name": "out",
+                                                                "schema": SCHEMA}}}),
+    ("openai-chat", {"messages": []}, {"response_format": {"type": "json_schema",
+                                                           "json_schema": {"name": "out", "schema": SCHEMA}}}),
+    ("openai-chat", {"messages": []}, {"tools": [{"type": "custom", "custom": {"name": "exec",
+                                                                               "format": SCHEMA}}]}),
+    ("gemini", {"contents": []}, {"generationConfig": {"responseJsonSchema": SCHEMA}}),
+    ("anthropic", {"messages": []}, {"output_format": {"type": "json_schema", "schema": SCHEMA}}),
+    ("anthropic", {"messages": []}, {"tools": [{"name": "read_file", "input_schema": SCHEMA}]}),
+    ("bedrock-converse", {"messages": []}, {"toolConfig": {"tools": [{"toolSpec": {
+        "name": "read_file", "inputSchema": {"json": SCHEMA}}}]}}),
+])
+def test_every_billed_field_is_counted(dialect, bare, extra):
+    assert tokens(dialect, {**bare, **extra}) - tokens(dialect, bare) >= schema_tokens()
+
+
+def test_codex_custom_tool_outputs_are_tool_results():
+    request = dialects.parse_request("openai-responses", {"input": [
+        {"type": "custom_tool_call", "call_id": "c1", "name": "exec", "input": "ls -R"},
+        {"type": "custom_tool_call_output", "call_id": "c1", "output": "a.py\nb.py"},
+        {"type": "reasoning", "summary": [{"type": "summary_text", "text": "Listing."}], "encrypted_content": "x" * 99},
+        {"type": "compaction_summary", "encrypted_content": "y" * 99, "text": "what happened so far"}]})
+    [result] = request.messages[1].tool_results
+    assert (result.name, result.content, result.locator) == ("exec", "a.py\nb.py", ("input", 1, "output"))
+    assert request.messages[2].text == "Listing." and "x" * 99 not in request.messages[2].text
+    assert "what happened so far" in request.messages[3].text and "y" * 99 not in request.messages[3].text
+
+
+@pytest.mark.parametrize("dialect,image", [
+    ("openai-chat", {"type": "image_url", "image_url": {"url": "https://example.com/a.png", "detail": "high"}}),
+    ("anthropic", {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}),
+])
+def test_images_cost_what_the_provider_charges(dialect, image):
+    with_image = {"messages": [{"role": "user", "content": [{"type": "text", "text": "what is this"}, image]}]}
+    without = {"messages": [{"role": "user", "content": [{"type": "text", "text": "what is this"}]}]}
+    expected = 765 if dialect == "openai-chat" else 1398  # a 1024x1024 image, by each formula
+    assert tokens(dialect, with_image) - tokens(dialect, without) == expected

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from kimi_core import media
 from kimi_core.dialects import base
 from kimi_core.dialects.base import (
     LLMRequest,
     Message,
     Reply,
     ToolCall,
-    ToolDef,
     ToolResult,
     Usage,
     as_dict,
@@ -24,6 +24,7 @@ from kimi_core.dialects.base import (
 from kimi_core.providers import ANTHROPIC
 
 HISTORY_KEY = "messages"
+OPAQUE = ("type", "id", "tool_use_id", "cache_control", "signature", "data", "citations")
 
 
 def blocks_text(content: Any) -> tuple[str, int]:
@@ -38,9 +39,32 @@ def blocks_text(content: Any) -> tuple[str, int]:
             texts.append(as_str(block.get("text")))
         elif kind == "thinking":
             texts.append(as_str(block.get("thinking")))
+        elif kind == "document" and as_dict(block.get("source")).get("type") == "text":
+            texts.append(as_str(as_dict(block.get("source")).get("data")))
         elif kind in ("image", "document"):
             images += 1
+        elif kind not in ("redacted_thinking", "tool_use", "tool_result") and block:
+            # Server tools' calls and results, search results...: their text reaches the model.
+            rest = {k: v for k, v in block.items() if k not in OPAQUE}
+            if rest:
+                texts.append(dump(rest))
     return "\n".join(texts), images
+
+
+def blocks_media(content: Any) -> int:
+    """What the images and PDFs among ``content``'s blocks cost, by Anthropic's formulas."""
+    tokens = 0
+    for block in as_list(content):
+        block = as_dict(block)
+        source = as_dict(block.get("source"))
+        data = as_str(source.get("data")) if source.get("type") == "base64" else None
+        if block.get("type") == "image":
+            tokens += media.image_tokens("anthropic", data)
+        elif block.get("type") == "document" and source.get("type") != "text":
+            tokens += media.document_tokens("anthropic", data)
+        elif block.get("type") == "tool_result":
+            tokens += blocks_media(block.get("content"))
+    return tokens
 
 
 def parse_request(body: Any, start: int = 0, prior: tuple[Message, ...] = ()) -> LLMRequest:
@@ -79,21 +103,20 @@ def parse_request(body: Any, start: int = 0, prior: tuple[Message, ...] = ()) ->
                 images += n
                 if text:
                     texts.append(text)
-        messages.append(Message(role, "\n".join(texts), tuple(calls), tuple(results), images, i))
-    tools = [
-        ToolDef(as_str(t.get("name")), as_str(t.get("description")), dump(t.get("input_schema")))
-        for t in as_list(body.get("tools"))
-        if isinstance(t, dict)
-    ]
+        cost = blocks_media(content) if images else 0
+        messages.append(Message(role, "\n".join(texts), tuple(calls), tuple(results), images, i, cost))
+    tools = base.tool_defs(body.get("tools"), ("input_schema",)) + base.tool_defs(body.get("mcp_servers"))
+    output = as_dict(body.get("output_format")) or as_dict(as_dict(body.get("output_config")).get("format"))
     return LLMRequest(
         dialect=ANTHROPIC,
         model=as_str(body.get("model")) or None,
         system=blocks_text(body.get("system"))[0],
         messages=tuple(messages),
-        tools=tuple(tools),
+        tools=tools,
         max_output_tokens=as_int(body.get("max_tokens")),
         stream=body.get("stream") is True,
         history_key=HISTORY_KEY,
+        extra=dump(output) if output else "",
     )
 
 

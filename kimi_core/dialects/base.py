@@ -41,6 +41,7 @@ class Message:
     tool_results: tuple[ToolResult, ...] = ()
     images: int = 0
     index: int = -1  # position in the body's history list; -1 when not from one
+    media_tokens: int = 0  # what its images and documents cost (``kimi_core.media``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +62,9 @@ class LLMRequest:
     stream: bool
     # Key of the list that holds the conversation ("messages", "input", "contents").
     history_key: str | None = None
+    # Other billed text: output schemas (structured outputs), serialised.
+    extra: str = ""
+    warmup: bool = False  # asks for no answer (Codex warms a socket up with "generate": false)
 
 
 @dataclass(slots=True)
@@ -115,6 +119,34 @@ def as_int(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int):
         return None
     return value
+
+
+def tool_def(tool: Any, schema_keys: tuple[str, ...] = ("parameters",)) -> list[ToolDef]:
+    """Definitions of one tool entry, whatever its shape: a function (its schema under one of
+    ``schema_keys``), a namespace of tools (flattened), or a built-in / MCP / custom tool (its
+    whole definition, which the provider bills as it is)."""
+    if not isinstance(tool, dict):
+        return []
+    if isinstance(tool.get("function"), dict):  # OpenAI chat: {"type": "function", "function": {...}}
+        tool = tool["function"]
+    elif isinstance(tool.get("custom"), dict):  # OpenAI chat: {"type": "custom", "custom": {...}}
+        tool = tool["custom"]
+    if isinstance(tool.get("tools"), list):  # a namespace: {"type": "namespace", "name", "tools": [...]}
+        prefix = as_str(tool.get("name"))
+        defs = [ToolDef(prefix, as_str(tool.get("description")), "")] if prefix or tool.get("description") else []
+        for inner in tool["tools"]:
+            defs += tool_def(inner, schema_keys)
+        return defs
+    name = as_str(tool.get("name"))
+    for key in schema_keys:
+        if key in tool:
+            return [ToolDef(name, as_str(tool.get("description")), dump(tool[key]))]
+    rest = {k: v for k, v in tool.items() if k not in ("name", "description", "type", "strict")}
+    return [ToolDef(name or as_str(tool.get("type")), as_str(tool.get("description")), dump(rest) if rest else "")]
+
+
+def tool_defs(tools: Any, schema_keys: tuple[str, ...] = ("parameters",)) -> tuple[ToolDef, ...]:
+    return tuple(d for t in as_list(tools) for d in tool_def(t, schema_keys))
 
 
 def dump(value: Any) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kimi_core import media
 from kimi_core.dialects import base
 from kimi_core.dialects.base import (
     LLMRequest,
@@ -34,7 +35,7 @@ MEDIA = ("image", "document", "video")
 
 def blocks_text(blocks: Any) -> tuple[str, int]:
     """Text and media count of a list of content blocks (``json`` blocks count as their text)."""
-    texts, media = [], 0
+    texts, count = [], 0
     for block in as_list(blocks):
         block = as_dict(block)
         if isinstance(block.get("text"), str):
@@ -44,8 +45,23 @@ def blocks_text(blocks: Any) -> tuple[str, int]:
         elif "reasoningContent" in block:
             texts.append(as_str(as_dict(as_dict(block["reasoningContent"]).get("reasoningText")).get("text")))
         elif any(kind in block for kind in MEDIA):
-            media += 1
-    return "\n".join(texts), media
+            count += 1
+    return "\n".join(texts), count
+
+
+def blocks_media(blocks: Any) -> int:
+    """What the images and PDFs among ``blocks`` cost (Anthropic's formulas: Claude is Bedrock's usual model)."""
+    tokens = 0
+    for block in as_list(blocks):
+        block = as_dict(block)
+        image, document = as_dict(block.get("image")), as_dict(block.get("document"))
+        if image:
+            tokens += media.image_tokens("anthropic", as_str(as_dict(image.get("source")).get("bytes")) or None)
+        elif document:
+            tokens += media.document_tokens("anthropic", as_str(as_dict(document.get("source")).get("bytes")) or None)
+        elif "toolResult" in block:
+            tokens += blocks_media(as_dict(block["toolResult"]).get("content"))
+    return tokens
 
 
 def _result_locator(i: int, j: int, content: Any) -> tuple[str | int, ...]:
@@ -65,7 +81,7 @@ def parse_request(body: Any, start: int = 0, prior: tuple[Message, ...] = ()) ->
     for i in range(start, len(items)):
         m = as_dict(items[i])
         role = as_str(m.get("role")) or "user"
-        texts, calls, results, media = [], [], [], 0
+        texts, calls, results, media_count = [], [], [], 0
         for j, block in enumerate(as_list(m.get("content"))):
             block = as_dict(block)
             if "toolUse" in block:
@@ -77,15 +93,16 @@ def parse_request(body: Any, start: int = 0, prior: tuple[Message, ...] = ()) ->
                 result = as_dict(block["toolResult"])
                 call_id = as_str(result.get("toolUseId"))
                 text, n = blocks_text(result.get("content"))
-                media += n
+                media_count += n
                 results.append(ToolResult(call_id, call_names.get(call_id), text, result.get("status") == "error",
                                           _result_locator(i, j, result.get("content"))))
             else:
                 text, n = blocks_text([block])
-                media += n
+                media_count += n
                 if text:
                     texts.append(text)
-        messages.append(Message(role, "\n".join(texts), tuple(calls), tuple(results), media, i))
+        cost = blocks_media(m.get("content")) if media_count else 0
+        messages.append(Message(role, "\n".join(texts), tuple(calls), tuple(results), media_count, i, cost))
     tools = []
     for tool in as_list(as_dict(body.get("toolConfig")).get("tools")):
         spec = as_dict(as_dict(tool).get("toolSpec"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from kimi_core import media
 from kimi_core.dialects import base
 from kimi_core.dialects.base import (
     LLMRequest,
@@ -29,6 +30,9 @@ from kimi_core.dialects.base import (
 from kimi_core.providers import GEMINI
 
 HISTORY_KEY = "contents"
+# Where a function declaration's schema is (Gemini CLI sends parametersJsonSchema), and its answer's.
+SCHEMA_KEYS = ("parameters", "parametersJsonSchema", "parameters_json_schema")
+OUTPUT_SCHEMA_KEYS = ("responseSchema", "responseJsonSchema", "response_schema", "response_json_schema")
 _MODEL_IN_PATH = re.compile(r"/models/([^/:?]+):")
 
 
@@ -47,9 +51,28 @@ def parts_text(parts: Any) -> tuple[str, int]:
         part = as_dict(part)
         if isinstance(part.get("text"), str):
             texts.append(part["text"])
-        elif "inlineData" in part or "inline_data" in part or "fileData" in part:
+        elif "inlineData" in part or "inline_data" in part or "fileData" in part or "file_data" in part:
             images += 1
     return "\n".join(texts), images
+
+
+def parts_media(parts: Any) -> int:
+    """What the inline images and PDFs among ``parts`` cost, by Gemini's formulas."""
+    tokens = 0
+    for part in as_list(parts):
+        part = as_dict(part)
+        inline = as_dict(part.get("inlineData") or part.get("inline_data"))
+        file = as_dict(part.get("fileData") or part.get("file_data"))
+        mime = as_str(inline.get("mimeType") or inline.get("mime_type") or file.get("mimeType")
+                      or file.get("mime_type"))
+        if not inline and not file:
+            continue
+        data = as_str(inline.get("data")) or None
+        if mime == "application/pdf":
+            tokens += media.document_tokens("gemini", data)
+        elif mime.startswith("image/") or not mime:
+            tokens += media.image_tokens("gemini", data)
+    return tokens
 
 
 def parse_request(body: Any, path: str = "", start: int = 0, prior: tuple[Message, ...] = ()) -> LLMRequest:
@@ -77,15 +100,19 @@ def parse_request(body: Any, path: str = "", start: int = 0, prior: tuple[Messag
         text, images = parts_text(content.get("parts"))
         if results and not text and not calls:
             role = "tool"
-        messages.append(Message(role, text, tuple(calls), tuple(results), images, i))
-    tools = []
+        cost = parts_media(content.get("parts")) if images else 0
+        messages.append(Message(role, text, tuple(calls), tuple(results), images, i, cost))
+    tools: list[ToolDef] = []
     for t in as_list(body.get("tools")):
         t = as_dict(t)
-        for d in as_list(t.get("functionDeclarations") or t.get("function_declarations")):
-            d = as_dict(d)
-            tools.append(ToolDef(as_str(d.get("name")), as_str(d.get("description")), dump(d.get("parameters"))))
+        declarations = t.get("functionDeclarations") or t.get("function_declarations")
+        if declarations is None:  # a built-in tool: googleSearch, codeExecution, urlContext...
+            tools += base.tool_def(t)
+        for d in as_list(declarations):
+            tools += base.tool_def(d, SCHEMA_KEYS)
     system = body.get("systemInstruction") or body.get("system_instruction")
     config = as_dict(body.get("generationConfig") or body.get("generation_config"))
+    schemas = [config[k] for k in OUTPUT_SCHEMA_KEYS if k in config]
     return LLMRequest(
         dialect=GEMINI,
         model=model_from_path(path) or (as_str(body.get("model")) or None),
@@ -95,6 +122,7 @@ def parse_request(body: Any, path: str = "", start: int = 0, prior: tuple[Messag
         max_output_tokens=as_int(config.get("maxOutputTokens", config.get("max_output_tokens"))),
         stream=is_stream_path(path),
         history_key=HISTORY_KEY,
+        extra="\n".join(dump(schema) for schema in schemas),
     )
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from kimi_core import media
 from kimi_core.dialects import base
 from kimi_core.dialects.base import (
     LLMRequest,
     Message,
     Reply,
     ToolCall,
-    ToolDef,
     ToolResult,
     Usage,
     as_dict,
@@ -37,9 +37,27 @@ def content_text(content: Any) -> tuple[str, int]:
         elif isinstance(part, dict):
             if isinstance(part.get("text"), str):
                 texts.append(part["text"])
-            elif part.get("type") in ("image_url", "input_image", "image"):
+            elif part.get("type") in ("image_url", "input_image", "image", "file", "input_file"):
                 images += 1
     return "\n".join(texts), images
+
+
+def content_media(content: Any) -> int:
+    """What the images and files among ``content``'s parts cost, by OpenAI's formulas."""
+    tokens = 0
+    for part in as_list(content):
+        if not isinstance(part, dict):
+            continue
+        kind = part.get("type")
+        if kind in ("image_url", "input_image", "image"):
+            image = part.get("image_url")
+            url = as_str(as_dict(image).get("url")) if isinstance(image, dict) else as_str(image)
+            detail = as_str(part.get("detail")) or as_str(as_dict(image).get("detail"))
+            tokens += media.image_tokens("openai", url if url.startswith("data:") else None, detail)
+        elif kind in ("file", "input_file"):
+            data = as_str(as_dict(part.get("file")).get("file_data")) or as_str(part.get("file_data"))
+            tokens += media.document_tokens("openai", data or None)
+    return tokens
 
 
 def parse_request(body: Any, start: int = 0, prior: tuple[Message, ...] = ()) -> LLMRequest:
@@ -54,6 +72,7 @@ def parse_request(body: Any, start: int = 0, prior: tuple[Message, ...] = ()) ->
             continue
         role = as_str(m.get("role")) or "user"
         text, images = content_text(m.get("content"))
+        cost = content_media(m.get("content")) if images else 0
         calls = []
         for c in as_list(m.get("tool_calls")):
             fn = as_dict(as_dict(c).get("function"))
@@ -65,13 +84,11 @@ def parse_request(body: Any, start: int = 0, prior: tuple[Message, ...] = ()) ->
         if role == "tool":
             call_id = as_str(m.get("tool_call_id"))
             result = ToolResult(call_id, call_names.get(call_id), text, False, (HISTORY_KEY, i, "content"))
-            messages.append(Message("tool", "", (), (result,), images, i))
+            messages.append(Message("tool", "", (), (result,), images, i, cost))
         else:
-            messages.append(Message(role, text, tuple(calls), (), images, i))
-    tools = []
-    for t in as_list(body.get("tools")):
-        fn = as_dict(as_dict(t).get("function"))
-        tools.append(ToolDef(as_str(fn.get("name")), as_str(fn.get("description")), dump(fn.get("parameters"))))
+            messages.append(Message(role, text, tuple(calls), (), images, i, cost))
+    tools = base.tool_defs(body.get("tools")) + base.tool_defs(body.get("functions"))
+    response_format = as_dict(body.get("response_format"))
     max_out = as_int(body.get("max_completion_tokens"))
     if max_out is None:
         max_out = as_int(body.get("max_tokens"))
@@ -80,10 +97,11 @@ def parse_request(body: Any, start: int = 0, prior: tuple[Message, ...] = ()) ->
         model=as_str(body.get("model")) or None,
         system="",
         messages=tuple(messages),
-        tools=tuple(tools),
+        tools=tools,
         max_output_tokens=max_out,
         stream=body.get("stream") is True,
         history_key=HISTORY_KEY,
+        extra=dump(response_format) if response_format.get("type") == "json_schema" else "",
     )
 
 

@@ -10,7 +10,6 @@ from kimi_core.dialects.base import (
     Message,
     Reply,
     ToolCall,
-    ToolDef,
     ToolResult,
     Usage,
     as_dict,
@@ -21,17 +20,32 @@ from kimi_core.dialects.base import (
     dump,
     error_message,
 )
-from kimi_core.dialects.openai_chat import content_text
+from kimi_core.dialects.openai_chat import content_media, content_text
 from kimi_core.providers import OPENAI_RESPONSES
 
 HISTORY_KEY = "input"
 
 
+# Input items that carry a tool call (what the model asked for) and their results, by type.
+CALLS = {"function_call": "arguments", "custom_tool_call": "input", "local_shell_call": "action",
+         "mcp_call": "arguments", "computer_call": "action"}
+OUTPUTS = ("function_call_output", "custom_tool_call_output", "local_shell_call_output",
+           "computer_call_output", "mcp_call_output")
+# Keys of an unknown item that are not text to the model.
+OPAQUE = ("id", "call_id", "type", "status", "encrypted_content", "role")
+
+
 def parse_request(body: Any, start: int = 0, prior: tuple[Message, ...] = ()) -> LLMRequest:
-    """The neutral view; ``prior`` are the messages of history items before ``start``, already parsed."""
+    """The neutral view; ``prior`` are the messages of history items before ``start``, already parsed.
+
+    Every input item counts: messages, tool calls and their outputs of every
+    kind, reasoning summaries, tools declared in the input (Codex's
+    ``additional_tools``), and any item type not known here by its text.
+    """
     body = as_object(body)
     messages = list(prior)
     call_names = base.call_names(prior)
+    tools = base.tool_defs(body.get("tools"))
     items = body.get(HISTORY_KEY)
     if isinstance(items, str):
         messages.append(Message("user", items))
@@ -42,36 +56,45 @@ def parse_request(body: Any, start: int = 0, prior: tuple[Message, ...] = ()) ->
         if not isinstance(item, dict):
             continue
         kind = item.get("type", "message")
-        if kind == "function_call":
-            call = ToolCall(as_str(item.get("call_id")), as_str(item.get("name")), dump(item.get("arguments")))
+        if kind in CALLS:
+            call = ToolCall(as_str(item.get("call_id")), as_str(item.get("name")) or kind, dump(item.get(CALLS[kind])))
             call_names[call.id] = call.name
-            messages.append(Message("assistant", "", (call,), index=i))
-        elif kind == "function_call_output":
+            text = as_str(item.get("output")) if kind == "mcp_call" else ""  # an MCP call carries its result
+            messages.append(Message("assistant", text, (call,), index=i))
+        elif kind in OUTPUTS:
             call_id = as_str(item.get("call_id"))
-            text, images = content_text(item.get("output"))
+            output = item.get("output")
+            text, images = content_text(output) if not isinstance(output, dict) else (dump(output), 0)
+            cost = content_media(output) if images else 0
             result = ToolResult(call_id, call_names.get(call_id), text, False, (HISTORY_KEY, i, "output"))
-            messages.append(Message("tool", "", (), (result,), images, i))
+            messages.append(Message("tool", "", (), (result,), images, i, cost))
         elif kind == "message":
             role = as_str(item.get("role")) or "user"
             text, images = content_text(item.get("content"))
-            messages.append(Message("system" if role == "developer" else role, text, (), (), images, i))
-        elif kind == "reasoning":
-            summary = " ".join(as_str(as_dict(s).get("text")) for s in as_list(item.get("summary")))
-            messages.append(Message("assistant", summary, index=i))
-    tools = [
-        ToolDef(as_str(t.get("name")) or as_str(t.get("type")), as_str(t.get("description")), dump(t.get("parameters")))
-        for t in as_list(body.get("tools"))
-        if isinstance(t, dict)
-    ]
+            cost = content_media(item.get("content")) if images else 0
+            messages.append(Message("system" if role == "developer" else role, text, (), (), images, i, cost))
+        elif kind == "reasoning":  # the encrypted part is opaque; the summary and any visible text count
+            texts = [as_str(as_dict(s).get("text")) for s in as_list(item.get("summary"))]
+            texts += [as_str(as_dict(c).get("text")) for c in as_list(item.get("content"))]
+            messages.append(Message("assistant", "\n".join(t for t in texts if t), index=i))
+        elif kind == "additional_tools":  # tools declared in the input (Codex): counted with the item
+            text = "\n".join(f"{d.name}\n{d.description}\n{d.parameters}" for d in base.tool_defs(item.get("tools")))
+            messages.append(Message("system", text, index=i))
+        else:  # an item this parser does not know: its text still reaches the model
+            rest = {k: v for k, v in item.items() if k not in OPAQUE}
+            messages.append(Message(as_str(item.get("role")) or "assistant", dump(rest) if rest else "", index=i))
+    text_format = as_dict(as_dict(body.get("text")).get("format"))
     return LLMRequest(
         dialect=OPENAI_RESPONSES,
         model=as_str(body.get("model")) or None,
         system=as_str(body.get("instructions")),
         messages=tuple(messages),
-        tools=tuple(tools),
+        tools=tools,
         max_output_tokens=as_int(body.get("max_output_tokens")),
         stream=body.get("stream") is True,
         history_key=HISTORY_KEY,
+        extra=dump(text_format) if text_format.get("type") == "json_schema" else "",
+        warmup=body.get("generate") is False,
     )
 
 

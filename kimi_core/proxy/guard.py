@@ -253,7 +253,8 @@ class KimiGuard:
 
     def _calibrate(self, call: LLMCall, reported: int) -> None:
         result = call.result()
-        if result is None or result.count is None or result.request is None or not result.request.model:
+        if result is None or result.count is None or result.request is None or not result.request.model \
+                or result.request.warmup:  # what a warm-up reports says little about prompts
             return
         model = result.request.model
         found = self.kimi.calibration.observe(model, result.count.tokens, reported)

@@ -5,8 +5,10 @@ in plain HTTP, whatever the Host header says, so a proxy can send
 ``api.openai.com`` or ``api.anthropic.com`` traffic to it. What it reports is
 predictable, so tests can check what the proxy recorded:
 
-- prompt tokens = request body bytes // 4 (times ``X-Fake-Usage-Factor``),
-  also sent back in the ``x-fake-prompt-tokens`` header;
+- prompt tokens = request body bytes // 4 (times ``X-Fake-Usage-Factor``), or,
+  for a provider made with ``usage="billed"``, the tokens of everything a
+  provider bills (``kimi_core.testing.billing``); also sent back in the
+  ``x-fake-prompt-tokens`` header;
 - completion tokens = the number of streamed pieces (``X-Fake-Chunks``, default 5);
 - cached tokens = 3;
 - ``X-Fake-Prompt-Tokens`` reports exactly that many prompt tokens instead;
@@ -14,6 +16,10 @@ predictable, so tests can check what the proxy recorded:
 - ``X-Fake-Status`` answers with that status and a provider-shaped error body;
 - ``X-Fake-Overflow: N`` answers 400 with the dialect's context-overflow error
   stating a window of N tokens.
+
+Besides each API as its maker serves it, the paths of Gemini Code Assist
+(envelopes), Vertex AI (``:rawPredict``) and Bedrock (``invoke`` with AWS
+event-stream framing, ``converse``) are answered as those hosts answer.
 
 A WebSocket upgrade to a ``/responses`` path speaks the Responses API the way
 Codex uses it: each ``response.create`` message gets the events of a streamed
@@ -46,6 +52,7 @@ from wsproto import events as wsevents
 from wsproto.extensions import PerMessageDeflate
 
 from kimi_core import eventstream
+from kimi_core.testing.billing import billed_tokens
 
 REPLY = "Hello from the fake provider."
 HANG_SECONDS = 30
@@ -305,7 +312,7 @@ class Handler(BaseHTTPRequestHandler):
             data = {}
         if not isinstance(data, dict) or data.get("type") != "response.create":
             return
-        prompt = int(self.headers.get("x-fake-prompt-tokens") or max(3, len(body) // 4))
+        prompt = int(self.headers.get("x-fake-prompt-tokens") or self._prompt("openai-responses", data, body))
         model = str(data.get("model") or "fake-model")
         if self.headers.get("x-fake-overflow"):
             window = int(self.headers["x-fake-overflow"])
@@ -343,7 +350,8 @@ class Handler(BaseHTTPRequestHandler):
             data = {}
         data = data if isinstance(data, dict) else {}
         factor = float(self.headers.get("x-fake-usage-factor") or 1)
-        prompt = int(self.headers.get("x-fake-prompt-tokens") or max(3, int(len(body) // 4 * factor)))
+        prompt = int(self.headers.get("x-fake-prompt-tokens") or self._prompt(dialect, data, body, factor,
+                                                                              variant == "code-assist"))
         if self.headers.get("x-fake-overflow"):
             error = overflow_body("anthropic" if variant in ("bedrock", "converse") else dialect,
                                   int(self.headers["x-fake-overflow"]), prompt)
@@ -428,6 +436,14 @@ class Handler(BaseHTTPRequestHandler):
             self._chunk(frame)
         self._chunk(b"")
 
+    def _prompt(self, dialect: str, data: dict[str, Any], body: bytes, factor: float = 1.0,
+                enveloped: bool = False) -> int:
+        """The prompt tokens reported: body bytes / 4, or what ``billing`` counts when the server bills."""
+        if self.server.usage == "billed":  # type: ignore[attr-defined]
+            inner = data.get("request") if enveloped and isinstance(data.get("request"), dict) else data
+            return max(3, billed_tokens(dialect, inner))
+        return max(3, int(len(body) // 4 * factor))
+
     def _chunk(self, data: bytes) -> None:
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         self.wfile.flush()
@@ -446,8 +462,9 @@ class Handler(BaseHTTPRequestHandler):
 class FakeProvider:
     """``with FakeProvider(tls=True) as fake: fake.port``; ``fake.seen`` lists the requests."""
 
-    def __init__(self, tls: bool = True, port: int = 0) -> None:
+    def __init__(self, tls: bool = True, port: int = 0, usage: str = "bytes") -> None:
         self.server = Server(("127.0.0.1", port), Handler)
+        self.server.usage = usage  # type: ignore[attr-defined]  # "bytes" (body // 4) or "billed" (billing.py)
         self.server.seen = []  # type: ignore[attr-defined]
         self.server.replies = {}  # type: ignore[attr-defined]
         self._tmp = tempfile.TemporaryDirectory()
