@@ -260,3 +260,24 @@ def test_a_bad_threshold_stops_mitmdump_at_start_up(fake, tmp_path, option, valu
         pass  # exited before listening
     assert proxy.proc.wait(timeout=20) == 1
     assert message in proxy.log()
+
+
+def test_a_large_request_naming_its_model_after_the_messages_is_judged(guarded, fake):
+    """The SDKs write "model" after "messages": in a big body it is far from the start."""
+    tag = model("small")  # a 2,000-token window; the provider's default is 128,000
+    messages = [{"role": "user", "content": words(15_000)}]
+    client = openai_client(guarded)
+    raw = client.chat.completions.with_raw_response
+    with pytest.raises(openai.BadRequestError) as raised:
+        raw.create(messages=messages, model=tag)
+    assert raised.value.code == "context_length_exceeded" and never_reached(fake, tag)
+    [row] = wait_rows(guarded.db, "model = ?", (tag,))
+    assert row["action"] == "rejected" and row["request_bytes"] > 60_000
+
+
+def test_a_model_named_inside_a_message_does_not_hide_the_real_one():
+    from kimi_core.proxy.guard import candidate_models
+    body = json.dumps({"messages": [{"role": "assistant", "content": [
+        {"type": "tool_use", "id": "t1", "name": "configure", "input": {"model": "gpt-4.1"}}]}],
+        "model": "small"}).encode()
+    assert set(candidate_models(body, None)) == {"gpt-4.1", "small"}  # the smallest window of them counts

@@ -64,7 +64,7 @@ def test_each_response_create_is_a_call_with_its_usage(guarded, fake):
     assert row2["messages"] == 3 and row2["id"] != row["id"] and again[-1].type == "response.completed"
     # The upgrade itself is no LLM call: kept apart, as other calls are.
     [upgrade] = wait_rows(guarded.db, "dialect IS NULL AND status_code = 101")
-    assert upgrade["path"] == "/v1/responses"
+    assert upgrade["path"] == "/v1/responses" and upgrade["transport"] == "http"
     # The provider received each message as the client sent it.
     sent = [r for r in fake.seen if r.get("transport") == "websocket" and first.encode() in r["body"]]
     assert len(sent) == 1 and json.loads(sent[0]["body"])["type"] == "response.create"

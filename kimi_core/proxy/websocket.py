@@ -104,7 +104,7 @@ class KimiWebSocket:
             if message.is_text and is_create(message.content):
                 await self._create(flow, socket, message)
         elif socket.pending is not None:
-            await self._event(socket, message)
+            await self._event(flow, socket, message)
         self._forget_old(flow)
 
     async def _create(self, flow: http.HTTPFlow, socket: Socket, message: websocket.WebSocketMessage) -> None:
@@ -118,6 +118,7 @@ class KimiWebSocket:
             self._answer(flow, exchange.response)
             await self._hook("responseheaders", exchange)
             await self._hook("response", exchange)
+            self._show(flow, socket, exchange)
             return
         if exchange.request.raw_content != message.content:  # compacted
             message.content = exchange.request.raw_content or b""
@@ -134,7 +135,14 @@ class KimiWebSocket:
         for text in texts:
             ctx.master.commands.call("inject.websocket", flow, True, text.encode(), True)
 
-    async def _event(self, socket: Socket, message: websocket.WebSocketMessage) -> None:
+    @staticmethod
+    def _show(flow: http.HTTPFlow, socket: Socket, exchange: http.HTTPFlow) -> None:
+        """mitmweb shows the socket, not its calls: its comment says the last one."""
+        flow.comment = f"{socket.calls} call{'s' if socket.calls > 1 else ''} on this socket; last: {exchange.comment}"
+        if exchange.marked:
+            flow.marked = exchange.marked
+
+    async def _event(self, flow: http.HTTPFlow, socket: Socket, message: websocket.WebSocketMessage) -> None:
         exchange = socket.pending
         assert exchange is not None and exchange.response is not None
         call = self.kimi.call(exchange)
@@ -151,6 +159,7 @@ class KimiWebSocket:
             watcher.finished = True
             exchange.response.timestamp_end = time.time()
             await self._hook("response", exchange)
+            self._show(flow, socket, exchange)
 
     async def _end(self, socket: Socket, why: str) -> None:
         exchange, socket.pending = socket.pending, None
