@@ -4,12 +4,17 @@ import pytest
 
 from kimi_core.providers import (
     ANTHROPIC,
+    BEDROCK,
+    BEDROCK_CONVERSE,
+    CODE_ASSIST,
     GEMINI,
     OPENAI_CHAT,
     OPENAI_RESPONSES,
     Provider,
     Registry,
+    Route,
     dialect_for,
+    route_for,
 )
 
 
@@ -84,3 +89,48 @@ def test_allow_patterns_select_provider_hosts_with_port():
 ])
 def test_dialect_for(method, path, expected):
     assert dialect_for(path, method, Provider("p", ())) == expected
+
+
+@pytest.mark.parametrize("host,expected", [
+    ("chatgpt.com", "chatgpt"),
+    ("api.githubcopilot.com", "github-copilot"),
+    ("api.enterprise.githubcopilot.com", "github-copilot"),
+    ("cloudcode-pa.googleapis.com", "gemini-code-assist"),
+    ("aiplatform.googleapis.com", "vertex-ai"),
+    ("europe-west4-aiplatform.googleapis.com", "vertex-ai"),
+    ("bedrock-runtime.us-east-1.amazonaws.com", "bedrock"),
+    ("bedrock-runtime-fips.us-gov-west-1.amazonaws.com", "bedrock"),
+    ("bedrock.us-east-1.amazonaws.com", None),  # the control plane: no LLM calls
+    ("s3.amazonaws.com", None),
+])
+def test_subscription_ide_and_cloud_hosts(host, expected):
+    provider = Registry().match(host, 443)
+    assert (provider.name if provider else None) == expected
+
+
+def test_a_provider_may_serve_llm_calls_under_some_paths_only():
+    chatgpt = Registry().get("chatgpt")
+    assert chatgpt.serves("/backend-api/codex/responses") and not chatgpt.serves("/backend-api/conversation")
+    assert Registry().get("openai").serves("/anything")
+
+
+@pytest.mark.parametrize("path,route", [
+    ("/v1/chat/completions", Route(OPENAI_CHAT)),
+    ("/chat/completions", Route(OPENAI_CHAT)),  # Copilot
+    ("/backend-api/codex/responses", Route(OPENAI_RESPONSES)),
+    ("/v1/messages?beta=true", Route(ANTHROPIC)),
+    ("/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse", Route(GEMINI, "gemini-2.5-pro")),
+    ("/v1internal:streamGenerateContent?alt=sse", Route(GEMINI, envelope=CODE_ASSIST)),
+    ("/v1internal:countTokens", None),
+    ("/v1/projects/p/locations/us-east5/publishers/anthropic/models/claude-sonnet-4-5@20250929:streamRawPredict",
+     Route(ANTHROPIC, "claude-sonnet-4-5@20250929")),
+    ("/v1/projects/p/locations/l/publishers/google/models/gemini-2.5-flash:generateContent",
+     Route(GEMINI, "gemini-2.5-flash")),
+    ("/model/us.anthropic.claude-sonnet-4-5-20250929-v1%3A0/invoke-with-response-stream",
+     Route(ANTHROPIC, "us.anthropic.claude-sonnet-4-5-20250929-v1:0", errors=BEDROCK)),
+    ("/model/amazon.nova-pro-v1:0/converse-stream", Route(BEDROCK_CONVERSE, "amazon.nova-pro-v1:0", errors=BEDROCK)),
+    ("/model/meta.llama3-70b-instruct-v1:0/invoke", None),  # Llama's own body: not read
+    ("/v1/messages/count_tokens", None),
+])
+def test_routes(path, route):
+    assert route_for(path, "POST", Registry().get("openai")) == route
