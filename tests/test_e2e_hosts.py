@@ -63,6 +63,16 @@ def test_chatgpt_pages_other_than_codex_are_not_provider_traffic(proxy, fake):
     assert not wait_rows(proxy.db, "host = 'chatgpt.com' AND path = '/backend-api/conversation'", timeout=1)
 
 
+def test_what_kimi_decrypts_but_does_not_read_is_not_buffered(proxy):
+    """chatgpt.com's web app streams its answers: they must flow as they come, as if Kimi were not there.
+    The fake sends two events and then holds the stream for 30 s; buffered, nothing would arrive before."""
+    with http_client(proxy) as client, client.stream(
+            "POST", "https://chatgpt.com/backend-api/conversation/responses", timeout=10,
+            json={"model": "gpt-5", "input": "hi", "stream": True}, headers={"X-Fake-Fault": "hang"}) as response:
+        first = next(response.iter_lines())
+    assert first.startswith("event: response.created")
+
+
 def test_codex_with_a_chatgpt_login_over_its_websocket(proxy):
     model = tag("gpt-5.1-codex")
     client = openai.OpenAI(api_key="chatgpt-token-test", base_url="https://chatgpt.com/backend-api/codex",

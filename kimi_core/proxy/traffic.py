@@ -116,6 +116,18 @@ class KimiTraffic:
             self._our_allow = wanted
             ctx.options.update(allow_hosts=wanted)
 
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        """What Kimi decrypts but does not read passes as it comes, unbuffered (chatgpt.com's web app
+        streams its answers too): mitmproxy would hold each response until its end."""
+        if flow.response is None or flow.response.stream or ctx.options.kimi_intercept_all:
+            return
+        call = self.kimi.call(flow)
+        if call is not None and call.dialect is not None:
+            return  # an LLM call: metered, and streamed by the meter if it is a stream
+        if call is None and self.kimi.registry.match(flow.request.host, flow.request.port) is None:
+            return  # not decrypted because of Kimi
+        flow.response.stream = True
+
     def request(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None or flow.error is not None:
             return  # answered by another addon, or replayed
