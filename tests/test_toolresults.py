@@ -180,3 +180,27 @@ def test_a_cached_compaction_is_reused():
         p.over_budget(2000)
         p.apply()
     assert compactor.hits >= 1
+
+
+def test_a_bedrock_converse_tool_result_is_compacted_in_its_text_block():
+    import json as _json
+
+    from kimi_core.analysis import analyse
+    from kimi_core.compaction import Compactor
+    from kimi_core.providers import Route
+    from kimi_core.tokens import TokenCounter
+    from kimi_core.toolresults import Plan
+    listing = "\n".join(f"src/pkg_{i:05d}/mod_{i:05d}.py" for i in range(3000))
+    body = {"messages": [
+        {"role": "user", "content": [{"text": "where is mod_01234?"}]},
+        {"role": "assistant", "content": [{"toolUse": {"toolUseId": "t1", "name": "ls", "input": {}}}]},
+        {"role": "user", "content": [{"toolResult": {"toolUseId": "t1", "content": [{"text": listing}]}}]}],
+        "inferenceConfig": {"maxTokens": 50}}
+    a = analyse(_json.dumps(body).encode(), "", Route("bedrock-converse", "amazon.nova-pro-v1:0"), "/model/x/converse",
+                TokenCounter(), 10**8)
+    plan = Plan(a.text, a.parsed, a.body, a.request, Compactor(), a.count.encoding)
+    plan.over_budget(1000)
+    sent = _json.loads(plan.apply().text)
+    block = sent["messages"][2]["content"][0]["toolResult"]["content"][0]
+    assert list(block) == ["text"] and len(block["text"]) < len(listing) // 10 and "kimi-proxy restore" in block["text"]
+    assert sent["messages"][:2] == body["messages"][:2] and sent["inferenceConfig"] == {"maxTokens": 50}
