@@ -152,43 +152,57 @@ def test_codex_says_it_ran_out_of_room_when_kimi_refuses(agent_bin, proxy, fake,
 
 # -- Claude Code -------------------------------------------------------------------------------------
 
-CLAUDE_KEY = {"ANTHROPIC_API_KEY": "sk-ant-test-claude-e2e"}
+CLAUDE = {
+    # an API key: api.anthropic.com, Anthropic's Messages API over SSE
+    "anthropic": ({"ANTHROPIC_API_KEY": "sk-ant-test-claude-e2e"}, "{}"),
+    # a company's AWS account: Bedrock's invoke-with-response-stream, AWS event-stream frames, SigV4
+    "bedrock": ({"CLAUDE_CODE_USE_BEDROCK": "1", "AWS_REGION": "us-east-1",
+                 "AWS_ACCESS_KEY_ID": "AKIAKIMITESTKEY00000", "AWS_SECRET_ACCESS_KEY": "kimi-test-secret-e2e"},
+                "us.anthropic.{}-v1:0"),
+}
 
 
-def claude(agent_bin, proxy, tmp_path, model):
-    return run(agent_bin, proxy, tmp_path, ["claude", "-p", "Say hello", "--model", model], **CLAUDE_KEY)
+def claude(agent_bin, proxy, tmp_path, backend, model):
+    env, name = CLAUDE[backend]
+    return run(agent_bin, proxy, tmp_path, ["claude", "-p", "Say hello", "--model", name.format(model)], **env)
 
 
-def test_claude_code(agent_bin, proxy, fake, tmp_path):
+@pytest.mark.parametrize("backend,path", [("anthropic", "/v1/messages?beta=true"),
+                                          ("bedrock", "/model/us.anthropic.{}-v1:0/invoke-with-response-stream")])
+def test_claude_code(agent_bin, proxy, fake, tmp_path, backend, path):
     model = f"claude-opus-4-5-{uuid.uuid4().hex[:6]}"
-    code, out = claude(agent_bin, proxy, tmp_path, model)
+    code, out = claude(agent_bin, proxy, tmp_path, backend, model)
     assert code == 0 and "piece 0 piece 1 piece 2 piece 3 piece 4" in out, out[-2000:]
-    [row] = calls(proxy, model)
+    [row] = calls(proxy, CLAUDE[backend][1].format(model))
     assert (row["provider"], row["dialect"], row["path"], row["streamed"], row["action"]) == \
-        ("anthropic", "anthropic", "/v1/messages?beta=true", 1, "passed")
+        (backend, "anthropic", path.format(model), 1, "passed")
     assert row["prompt_tokens"] > 0 and row["prompt_tokens_est"] > 5000
     counted_as_billed(row)
-    # Its settings, policy limits and the like are kept, apart from the LLM calls.
-    others = wait_rows(proxy.db, "dialect IS NULL AND session_id = ?", (row["session_id"],))
-    assert others and all(r["prompt_tokens_est"] is None for r in others)
+    if backend == "anthropic":  # its settings, policy limits and the like are kept, apart from the LLM calls
+        others = wait_rows(proxy.db, "dialect IS NULL AND session_id = ?", (row["session_id"],))
+        assert others and all(r["prompt_tokens_est"] is None for r in others)
 
 
+@pytest.mark.parametrize("backend", ["anthropic", "bedrock"])
 def test_claude_code_retries_with_a_smaller_max_tokens_when_prompt_and_output_do_not_fit(
-        agent_bin, proxy, fake, tmp_path):
-    code, out = claude(agent_bin, proxy, tmp_path, "claude-roomy")
+        agent_bin, proxy, fake, tmp_path, backend):
+    model = CLAUDE[backend][1].format("claude-roomy")
+    code, out = claude(agent_bin, proxy, tmp_path, backend, "claude-roomy")
     assert code == 0 and "piece 0 piece 1 piece 2 piece 3 piece 4" in out, out[-2000:]
-    rows = calls(proxy, "claude-roomy", count=2)
-    assert [r["action"] for r in rows[:2]] == ["rejected", "passed"]
-    [sent] = reached(fake, "claude-roomy")  # only the retry reached the provider
+    rows = calls(proxy, model, count=2)[-2:]
+    assert [r["action"] for r in rows] == ["rejected", "passed"]
+    [sent] = [b for b in reached(fake, model) if b.get("max_tokens")]  # only the retry reached the provider
     assert sent["max_tokens"] < 32_000 and rows[1]["prompt_tokens_cal"] + sent["max_tokens"] <= 40_000
 
 
-def test_claude_code_says_the_prompt_is_too_long_when_kimi_refuses(agent_bin, proxy, fake, tmp_path):
-    _, out = claude(agent_bin, proxy, tmp_path, "claude-cramped")
+@pytest.mark.parametrize("backend", ["anthropic", "bedrock"])
+def test_claude_code_says_the_prompt_is_too_long_when_kimi_refuses(agent_bin, proxy, fake, tmp_path, backend):
+    model = CLAUDE[backend][1].format("claude-cramped")
+    _, out = claude(agent_bin, proxy, tmp_path, backend, "claude-cramped")
     assert "prompt is too long" in out.lower(), out[-2000:]
-    rows = calls(proxy, "claude-cramped")
+    rows = calls(proxy, model)
     assert rows and all(r["action"] == "rejected" for r in rows)
-    assert not reached(fake, "claude-cramped")
+    assert not [b for b in reached(fake, model) if b.get("messages")]
 
 
 # -- Gemini CLI --------------------------------------------------------------------------------------
