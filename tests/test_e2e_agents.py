@@ -207,19 +207,24 @@ def test_claude_code_says_the_prompt_is_too_long_when_kimi_refuses(agent_bin, pr
 
 # -- Gemini CLI --------------------------------------------------------------------------------------
 
-GEMINI_KEY = {"GEMINI_API_KEY": "AIzaSyTEST-gemini-e2e-0000000000000000"}
+GEMINI = {
+    "gemini": {"GEMINI_API_KEY": "AIzaSyTEST-gemini-e2e-0000000000000000"},  # generativelanguage.googleapis.com
+    "vertex-ai": {"GOOGLE_GENAI_USE_VERTEXAI": "true",  # Vertex AI, express mode (an API key, no project)
+                  "GOOGLE_API_KEY": "AIzaSyTEST-vertex-e2e-00000000000000000"},
+}
 
 
-def gemini(agent_bin, proxy, tmp_path, model):
-    return run(agent_bin, proxy, tmp_path, ["gemini", "-p", "Say hello", "-m", model], **GEMINI_KEY)
+def gemini(agent_bin, proxy, tmp_path, model, backend="gemini"):
+    return run(agent_bin, proxy, tmp_path, ["gemini", "-p", "Say hello", "-m", model], **GEMINI[backend])
 
 
-def test_gemini_cli(agent_bin, proxy, fake, tmp_path):
+@pytest.mark.parametrize("backend", ["gemini", "vertex-ai"])
+def test_gemini_cli(agent_bin, proxy, fake, tmp_path, backend):
     model = f"gemini-2.5-pro-{uuid.uuid4().hex[:6]}"
-    code, out = gemini(agent_bin, proxy, tmp_path, model)
+    code, out = gemini(agent_bin, proxy, tmp_path, model, backend)
     assert code == 0 and "piece 0 piece 1 piece 2 piece 3 piece 4" in out, out[-2000:]
     [row] = calls(proxy, model)
-    assert (row["provider"], row["dialect"], row["streamed"], row["action"]) == ("gemini", "gemini", 1, "passed")
+    assert (row["provider"], row["dialect"], row["streamed"], row["action"]) == (backend, "gemini", 1, "passed")
     assert row["prompt_tokens"] > 0 and row["prompt_tokens_est"] > 3000
     counted_as_billed(row)
 
