@@ -63,8 +63,8 @@ def test_each_response_create_is_a_call_with_its_usage(guarded, fake):
     [row2] = wait_rows(guarded.db, "model = ?", (second,))
     assert row2["messages"] == 3 and row2["id"] != row["id"] and again[-1].type == "response.completed"
     # The upgrade itself is no LLM call: kept apart, as other calls are.
-    [upgrade] = wait_rows(guarded.db, "dialect IS NULL AND status_code = 101")
-    assert upgrade["path"] == "/v1/responses" and upgrade["transport"] == "http"
+    upgrades = wait_rows(guarded.db, "dialect IS NULL AND status_code = 101")
+    assert upgrades and all(u["path"] == "/v1/responses" and u["transport"] == "http" for u in upgrades)
     # The provider received each message as the client sent it.
     sent = [r for r in fake.seen if r.get("transport") == "websocket" and first.encode() in r["body"]]
     assert len(sent) == 1 and json.loads(sent[0]["body"])["type"] == "response.create"
@@ -112,3 +112,18 @@ def test_a_socket_closed_mid_answer_records_the_cut(guarded, fake):
         next(iter(connection))  # the first event, then the client leaves
     [row] = wait_rows(guarded.db, "model = ?", (model,))
     assert row["transport"] == "websocket" and row["error"] and "WebSocket closed" in row["error"]
+
+
+def test_a_message_kimi_cannot_read_goes_on_byte_for_byte(guarded, fake):
+    model = tag()
+    bad = '{"type": "response.create", "model": "' + model + '", "input": [{"role": "user", "content": "cut'
+    with connect(guarded) as connection:
+        connection._connection.send(bad)  # what a buggy client might send: JSON cut short
+        connection.response.create(model=model, input="Say hello.")
+        assert answer(connection)[-1].type == "response.completed"
+    sent = [r["body"] for r in fake.seen if model.encode() in r["body"]]
+    assert sent[0] == bad.encode()  # untouched
+    rows = wait_rows(guarded.db, "model = ? OR (error LIKE '%not JSON%' AND transport = 'websocket')", (model,),
+                     count=2)
+    assert any("request body is not JSON" in (r["error"] or "") for r in rows)
+    assert any(r["model"] == model and r["action"] == "passed" and r["prompt_tokens"] for r in rows)
