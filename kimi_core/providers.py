@@ -157,7 +157,3 @@ def route_for(path: str, method: str, provider: Provider) -> Route | None:
         return Route(GEMINI, m.group(1) if m else None)
     return None
 
-
-def dialect_for(path: str, method: str, provider: Provider) -> str | None:
-    route = route_for(path, method, provider)
-    return route.dialect if route else None

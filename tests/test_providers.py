@@ -13,7 +13,6 @@ from kimi_core.providers import (
     Provider,
     Registry,
     Route,
-    dialect_for,
     route_for,
 )
 
@@ -87,8 +86,9 @@ def test_allow_patterns_select_provider_hosts_with_port():
     ("GET", "/v1/models", None),
     ("GET", "/v1/chat/completions", None),
 ])
-def test_dialect_for(method, path, expected):
-    assert dialect_for(path, method, Provider("p", ())) == expected
+def test_the_path_decides_the_api(method, path, expected):
+    route = route_for(path, method, Provider("p", ()))
+    assert (route.dialect if route else None) == expected
 
 
 @pytest.mark.parametrize("host,expected", [
