@@ -29,6 +29,7 @@ from tabulate import tabulate
 
 from kimi_core import doctor
 from kimi_core.errors import KimiError
+from kimi_core.redact import printable
 from kimi_core.store import queries
 from kimi_core.store.read import load_archive, load_request_body, load_response_body
 
@@ -75,7 +76,8 @@ def emit(rows: list[dict[str, Any]], args: argparse.Namespace, columns: dict[str
     elif not rows:
         print(empty)
     else:
-        table = [[_num(get(r)) if get(r) is not None else "" for get in columns.values()] for r in rows]
+        table = [[printable(str(_num(get(r))), newlines=False) if get(r) is not None else ""
+                  for get in columns.values()] for r in rows]
         print(tabulate(table, headers=list(columns), disable_numparse=True))
     return 0
 
@@ -164,6 +166,8 @@ def cmd_memories(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     conn = connect(args.db)
+    if not args.request_id.strip():
+        raise KimiError("give a request id, or its first characters (kimi-proxy requests lists them)")
     matches = [r for (r,) in conn.execute("SELECT id FROM requests WHERE id LIKE ? || '%' LIMIT 2",
                                          (args.request_id,))]
     if len(matches) != 1:
@@ -175,17 +179,24 @@ def cmd_show(args: argparse.Namespace) -> int:
         try:
             body = json.loads(body)
         except ValueError:
-            sys.stdout.buffer.write(body)
-            return 0
-    json.dump(body, sys.stdout, indent=2, ensure_ascii=False)
+            return write_raw(body)
+    json.dump(body, sys.stdout, indent=2, ensure_ascii=False)  # escapes control characters
     sys.stdout.write("\n")
     return 0
 
 
-def cmd_restore(args: argparse.Namespace) -> int:
-    sys.stdout.buffer.write(load_archive(connect(args.db), args.sha))
-    sys.stdout.buffer.flush()
+def write_raw(data: bytes) -> int:
+    """Bytes as they are into a file or a pipe; to a terminal, with its control characters shown, not obeyed."""
+    if sys.stdout.isatty():
+        sys.stdout.write(printable(data.decode("utf-8", "replace")))
+    else:
+        sys.stdout.buffer.write(data)
+    sys.stdout.flush()
     return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    return write_raw(load_archive(connect(args.db), args.sha))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -205,13 +216,33 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     else:
         for c in found:
             mark = {"ok": "ok  ", "warning": "warn", "problem": "FAIL"}[c.status]
-            print(f"[{mark}] {c.what}: {c.detail}")
+            print(printable(f"[{mark}] {c.what}: {c.detail}"))
             if c.fix:
-                print(f"       fix: {c.fix}")
+                print(printable(f"       fix: {c.fix}"))
     return 1 if any(c.status == doctor.PROBLEM for c in found) else 0
 
 
 # -- arguments --------------------------------------------------------------------------------------
+
+
+def count(text: str) -> int:
+    """A --limit: a whole number from 1 to a million."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= 1_000_000:
+        raise argparse.ArgumentTypeError(f"{text} is not between 1 and 1,000,000")
+    return value
+
+
+def ratio(text: str) -> float:
+    """A --reject-at: 0.95 or 95%."""
+    from kimi_core.guard import parse_ratio  # tiktoken and all: only when asked for
+    try:
+        return parse_ratio(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -228,14 +259,14 @@ def parser() -> argparse.ArgumentParser:
         return c
 
     c = command("sessions", cmd_sessions, "sessions: tokens, peak share of the window, refusals, forecast")
-    c.add_argument("--reject-at", type=float, default=0.95, help="the guard's refusal threshold, for the forecast")
+    c.add_argument("--reject-at", type=ratio, default=0.95, help="the guard's refusal threshold, for the forecast")
     c = command("requests", cmd_requests, "the latest calls, one line each")
     c.add_argument("--session", help="a session id, its start, or its name")
-    c.add_argument("--limit", type=int, default=20)
+    c.add_argument("--limit", type=count, default=20)
     c = command("stats", cmd_stats, "per provider and model: calls, tokens, latency, refusals, savings")
     c.add_argument("--since", help="30m, 2h, 7d or a date")
     c = command("alerts", cmd_alerts, "context-window alerts, newest first")
-    c.add_argument("--limit", type=int, default=50)
+    c.add_argument("--limit", type=count, default=50)
     c = command("memories", cmd_memories, "what users told their agents about themselves")
     c.add_argument("--kind", choices=("preference", "intention", "constraint"))
     c = command("show", cmd_show, "print a stored request body (or its response)", listing=False)
@@ -247,7 +278,7 @@ def parser() -> argparse.ArgumentParser:
     c = command("report", cmd_report, "write a self-contained HTML report", listing=False)
     c.add_argument("--session", help="only this session")
     c.add_argument("-o", "--output", default="kimi-report.html")
-    c.add_argument("--reject-at", type=float, default=0.95, help="the guard's refusal threshold")
+    c.add_argument("--reject-at", type=ratio, default=0.95, help="the guard's refusal threshold")
     c = command("doctor", cmd_doctor, "check CA trust, the database, the config and the tokenizers")
     c.add_argument("--confdir", default=DEFAULT_CONFDIR, help="mitmproxy's confdir")
     c.add_argument("--config", help="Kimi's config file (default ~/.kimi-proxy/config.toml)")

@@ -84,3 +84,19 @@ def test_restore_prints_the_original_byte_for_byte(archived):
 def test_restore_errors(archived, key, message):
     out = kimi_proxy("restore", key, "--db", str(archived))
     assert (out.returncode, out.stderr) == (1, message)
+
+
+@pytest.mark.parametrize("args,message", [
+    (("requests", "--limit", "99999999999999999999"), "is not between 1 and 1,000,000"),
+    (("requests", "--limit", "ten"), "is not a whole number"),
+    (("sessions", "--reject-at", "nan"), "is not between 0 and 100%"),
+    (("show", ""), "give a request id"),
+])
+def test_bad_arguments_are_one_line_not_a_traceback(db, args, message):
+    out = kimi_proxy("--db", str(db), *args)
+    assert out.returncode != 0 and message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_huge_since_reads_everything(db):
+    out = kimi_proxy("--db", str(db), "stats", "--since", "99999999999d", "--json")
+    assert out.returncode == 0 and "Traceback" not in out.stderr

@@ -140,3 +140,46 @@ def test_the_proxy_listens_on_loopback_unless_told_otherwise(tmp_path, listen_ho
         assert {a for a, _ in addresses} == expected and {p for _, p in addresses} == {proxy.port}
         with httpx.Client(proxy=proxy.url) as client:  # and it still proxies
             assert client.get("http://127.0.0.1:9/").status_code == 502
+
+
+# Forms a key takes in what users paste (each found stored verbatim once).
+FORMS = {
+    "MISTRAL_API_KEY=mistralSECRETvalue0010": "mistralSECRETvalue0010",
+    "export OPENAI_API_KEY=0123456789abcdef0123456789abcd11": "0123456789abcdef0123456789abcd11",
+    '{"client_secret": "clientSECRETvalue0012"}': "clientSECRETvalue0012",
+    '{"token": "tokenSECRETvalue0013"}': "tokenSECRETvalue0013",
+    '{"api_key": 98765432100014}': "98765432100014",
+    '{"\\u0061pi_key": "escapedSECRETvalue0015"}': "escapedSECRETvalue0015",
+    "{'password': 'pythonSECRETvalue0016'}": "pythonSECRETvalue0016",
+}
+ECHOED = "sk-proj-ECHOEDsecretECHOEDsecret0017"
+
+
+def test_every_form_of_a_key_is_kept_out_and_nothing_reaches_a_terminal_raw(fake, tmp_path):
+    with Mitmdump(tmp_path, upstream_port=fake.port) as proxy:
+        with httpx.Client(proxy=proxy.url, verify=trust(proxy)) as client:
+            for i, form in enumerate(FORMS):
+                text = f"I prefer {form} for the deploy. Never use {form} in logs."
+                r = client.post("https://api.openai.com/v1/chat/completions", json={
+                    "model": f"m\x1b]0;pwned\x07\x1b[2J-{i}", "messages": [{"role": "user", "content": text}]},
+                    headers={"X-Kimi-Session": "esc\x1b[31mred"})
+                assert r.status_code == 200
+            r = client.post("https://api.openai.com/v1/chat/completions", json={"model": "gpt-4.1", "messages": []},
+                            headers={"authorization": f"Bearer {ECHOED}", "X-Fake-Status": "401",
+                                     "X-Fake-Echo-Auth": "1"})
+            assert r.status_code == 401 and ECHOED in r.text  # the client gets what the provider said
+        rows = wait_rows(proxy.db, count=len(FORMS) + 1)
+        assert any("Incorrect API key provided" in (r["error"] or "") for r in rows)
+        time.sleep(1.5)  # memories are read after a pause in the traffic
+        log = proxy.log()
+    stored = everything_stored(proxy.db)
+    outputs = [subprocess.run([sys.executable, "-m", "kimi_core.cli", "--db", str(proxy.db), *cmd],
+                              capture_output=True, text=True, check=False).stdout
+               for cmd in (["sessions"], ["requests"], ["stats"], ["alerts"], ["memories"],
+                           ["requests", "--json"], ["memories", "--json"])]
+    cli = "\n".join(outputs)
+    assert "[REDACTED]" in stored and "prefer" in cli
+    for secret in [*FORMS.values(), ECHOED]:
+        for where, text in (("database", stored), ("log", log), ("CLI", cli)):
+            assert secret not in text, f"{secret} found in the {where}"
+    assert "\x1b" not in "\n".join(outputs[:5]) and "\\x1b" in outputs[1]  # shown, not obeyed

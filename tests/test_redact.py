@@ -43,3 +43,51 @@ def test_secrets_in_json_pasted_inside_a_json_string_are_redacted():
     out = redact_text(body)
     assert "k-123" not in out and "hunter2" not in out and '\\"n\\": 1' in out
     assert json.loads(out)["content"] == 'my config: {"api_key": "[REDACTED]", "password": "[REDACTED]", "n": 1}'
+
+
+@pytest.mark.parametrize("text,secret", [
+    ("MISTRAL_API_KEY=abcd1234efgh5678", "abcd1234efgh5678"),
+    ("export OPENAI_API_KEY=0123456789abcdef0123456789abcdef", "0123456789abcdef0123456789abcdef"),
+    ('{"client_secret": "s3cr3t-value"}', "s3cr3t-value"),
+    ('{"refresh_token": "tok_1234567890"}', "tok_1234567890"),
+    ('{"api_key": 1234567890}', "1234567890"),
+    ('{"Api-Key": true}', "true"),
+    ('{"\\u0061pi_key": "hunter2-key"}', "hunter2-key"),
+    (json.dumps({"c": 'x {"\\u0061pi_key": "nested-secret"} y'}), "nested-secret"),
+    (json.dumps({"c": 'x {"api_key": 1234567890} y'}), "1234567890"),
+    ("{'password': 'hunter2'}", "hunter2"),
+    ("Authorization: Bearer abcdefghijklmnop1234", "abcdefghijklmnop1234"),
+    ("client_secret: abc12345", "abc12345"),
+    ("DB_PASSWORD = 'p4ssw0rd!'", "p4ssw0rd!"),
+])
+def test_every_form_of_a_secret_is_removed(text, secret):
+    out = redact_text(text)
+    assert secret not in out and REDACTED in out
+    try:
+        json.loads(text)
+    except ValueError:
+        return
+    json.loads(out)  # JSON stays JSON
+
+
+@pytest.mark.parametrize("text", [
+    '{"max_tokens": 100, "prompt_tokens": 5, "completion_tokens": 2}',  # counts, not secrets
+    '{"content": "count the tokens of the key points", "monkey": "banana"}',
+    "the token budget is: generous",
+])
+def test_names_that_only_look_secret_are_left_alone(text):
+    assert redact_text(text) == text
+
+
+def test_redaction_stays_quick_on_a_big_body():
+    import time
+    body = json.dumps({"messages": [{"role": "user", "content": "the key token of a secret passage " * 2000}] * 30})
+    started = time.perf_counter()
+    redact_text(body)
+    assert time.perf_counter() - started < 2  # a few ms here; a backtracking pattern took seconds
+
+
+def test_printable_shows_control_characters_instead_of_obeying_them():
+    from kimi_core.redact import printable
+    assert printable("a\x1b]0;title\x07b\x1b[2J") == "a\\x1b]0;title\\x07b\\x1b[2J"
+    assert printable("line\nnext", newlines=False) == "line\\nnext"

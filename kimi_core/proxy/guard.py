@@ -37,6 +37,7 @@ from kimi_core.guard import (
 from kimi_core.providers import ANTHROPIC, BEDROCK, OPENAI_CHAT, OPENAI_RESPONSES, Route
 from kimi_core.proxy.compactor import apply, rewrite
 from kimi_core.proxy.context import WEBSOCKET, KimiContext, LLMCall
+from kimi_core.redact import redact_text
 from kimi_core.store import AlertRecord, CalibrationRecord, WindowRecord
 from kimi_core.store.records import now_iso
 from kimi_core.windows import is_overflow
@@ -231,6 +232,7 @@ class KimiGuard:
         self._alert(flow, call, call.decision.share, "rejected", text)
 
     def _alert(self, flow: http.HTTPFlow, call: LLMCall, level: float, kind: str, message: str) -> None:
+        message = redact_text(message)  # it may quote a provider's error
         logger.warning("kimi: %s: %s", kind.replace("_", " "), message)
         self.kimi.metrics.alerts.labels(kind).inc()
         flow.marked = ":warning:"

@@ -29,6 +29,7 @@ from mitmproxy import ctx, exceptions, http
 from kimi_core import memory
 from kimi_core.analysis import Analysis
 from kimi_core.proxy.context import KimiContext, LLMCall
+from kimi_core.redact import redact_text
 from kimi_core.store import MemoryRecord
 
 logger = logging.getLogger(__name__)
@@ -153,7 +154,8 @@ class KimiMemory:
             if len(self._seen) > SEEN_SIZE:
                 self._seen.popitem(last=False)
             try:
-                self.queue.put_nowait(Job(session, call.provider, message.text[:memory.MAX_TEXT]))
+                # Credentials out before anything reads or normalises the text (memories are lower-cased).
+                self.queue.put_nowait(Job(session, call.provider, redact_text(message.text[:memory.MAX_TEXT])))
             except asyncio.QueueFull:
                 self.kimi.metrics.memory_dropped.inc()
         self.kimi.metrics.memory_queue.set(self.queue.qsize())

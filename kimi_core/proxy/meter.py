@@ -25,6 +25,7 @@ from kimi_core.dialects.base import Reply
 from kimi_core.errors import BodyError
 from kimi_core.providers import GEMINI
 from kimi_core.proxy.context import KimiContext, LLMCall
+from kimi_core.redact import redact_text
 from kimi_core.streams import JSON, StreamWatcher, framing_of
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ def summary(call: LLMCall) -> str:
         parts.append(f"cached {usage.cached_tokens:,}")
     if call.errors:
         parts.append(f"error: {call.errors[0]}")
-    return " · ".join(parts)
+    return redact_text(" · ".join(parts))
 
 
 def is_responses_socket(path: str) -> bool:
@@ -250,7 +251,7 @@ class KimiMeter:
             call.errors.append(f"internal error while analysing: {e!r}")
         elif (result := call.analysis.result()).error:
             call.errors.append(result.error)
-            logger.warning("kimi: %s %s: %s (forwarded unchanged)", call.provider, call.path, result.error)
+            logger.warning("kimi: %s %s: %s (forwarded unchanged)", call.provider, call.path, redact_text(result.error))
         if call.reply is not None or flow.error is not None:
             flow.comment = summary(call)
 

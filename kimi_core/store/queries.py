@@ -31,7 +31,10 @@ def since_iso(text: str, now: datetime.datetime | None = None) -> str:
     m = re.fullmatch(r"\s*(\d+)\s*([mhdw])\s*", text)
     if m:
         unit = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[m.group(2)]
-        return (now - datetime.timedelta(**{unit: int(m.group(1))})).isoformat(timespec="milliseconds")
+        try:
+            return (now - datetime.timedelta(**{unit: int(m.group(1))})).isoformat(timespec="milliseconds")
+        except OverflowError:
+            return datetime.datetime.min.replace(tzinfo=datetime.UTC).isoformat(timespec="milliseconds")  # all
     try:
         moment = datetime.datetime.fromisoformat(text.strip())
     except ValueError:

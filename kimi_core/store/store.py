@@ -33,7 +33,7 @@ from sqlite_utils import Database
 
 from kimi_core.errors import StoreError
 from kimi_core.guard import legacy_samples
-from kimi_core.redact import redact_text
+from kimi_core.redact import redact_row, redact_text
 from kimi_core.store.blobs import Blobs, Prepared
 from kimi_core.store.migrations import migrations
 from kimi_core.store.records import (
@@ -244,6 +244,8 @@ class Store:
         """One transaction for a batch of records."""
         prepared: list[Any] = []
         for r in records:
+            if isinstance(r, RequestRecord):
+                r.row = redact_row(r.row)
             if not isinstance(r, RequestRecord):
                 prepared.append(r)
             elif self.store_bodies:
@@ -303,7 +305,7 @@ class Store:
                          (r.id, r.name, r.provider, r.started_at, r.mode))
         elif isinstance(r, AlertRecord):
             conn.execute("INSERT INTO alerts (ts, session_id, request_id, level, kind, message) VALUES (?, ?, ?, ?, ?, ?)",
-                         (r.ts, r.session_id, r.request_id, r.level, r.kind, r.message))
+                         (r.ts, r.session_id, r.request_id, r.level, r.kind, redact_text(r.message)))
         elif isinstance(r, CalibrationRecord):
             conn.execute("INSERT OR REPLACE INTO calibration (model, ratios, factor, updated_at, samples, overhead) "
                          "VALUES (?, ?, ?, ?, ?, ?)",
@@ -324,10 +326,11 @@ class Store:
                 "INSERT INTO memories (created_at, last_seen, session_id, provider, kind, content, source_text, "
                 "confidence, count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT (kind, content) DO UPDATE SET "
                 "count = count + 1, last_seen = excluded.last_seen, confidence = max(confidence, excluded.confidence)",
-                (stamp, stamp, r.session_id, r.provider, r.kind, r.content, redact_text(r.source_text), r.confidence))
+                (stamp, stamp, r.session_id, r.provider, r.kind, redact_text(r.content), redact_text(r.source_text),
+                 r.confidence))
         elif isinstance(r, WindowRecord):
             conn.execute("INSERT OR REPLACE INTO learned_windows (model, context_window, learned_at, message) "
-                         "VALUES (?, ?, ?, ?)", (r.model, r.context_window, stamp, r.message))
+                         "VALUES (?, ?, ?, ?)", (r.model, r.context_window, stamp, redact_text(r.message)))
 
     def _enforce_retention(self) -> None:
         """Delete the least recently used blobs until under 90% of the limit."""

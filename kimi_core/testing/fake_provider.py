@@ -13,7 +13,8 @@ predictable, so tests can check what the proxy recorded:
 - cached tokens = 3;
 - ``X-Fake-Prompt-Tokens`` reports exactly that many prompt tokens instead;
 - ``X-Fake-Delay-Ms`` waits that long between streamed events;
-- ``X-Fake-Status`` answers with that status and a provider-shaped error body;
+- ``X-Fake-Status`` answers with that status and a provider-shaped error body
+  (``X-Fake-Echo-Auth`` puts the ``Authorization`` header in its message);
 - ``X-Fake-Overflow: N`` answers 400 with the dialect's context-overflow error
   stating a window of N tokens.
 
@@ -342,7 +343,10 @@ class Handler(BaseHTTPRequestHandler):
                 self.send_header("content-length", "0")
                 self.end_headers()
                 return
-            self._send_json(status if dialect else 404, error_body(dialect, status, "fake failure"))
+            message = "fake failure"
+            if self.headers.get("x-fake-echo-auth"):  # a careless server: the credential in its error
+                message = f"Incorrect API key provided: {self.headers.get('authorization')}"
+            self._send_json(status if dialect else 404, error_body(dialect, status, message))
             return
         try:
             data = json.loads(body)
