@@ -4,10 +4,16 @@ One registry per ``KimiContext`` (not prometheus_client's global one), so
 that two proxies in one process, or tests, do not share counters. Request
 metrics are taken from the same row the database gets (``observe``); the
 database's figures are read when scraped (``StoreCollector``).
+
+Label sets are bounded, since clients choose model names and sessions come
+and go: the first ``MAX_MODELS`` model names get a label each, later ones
+share ``other``; ``kimi_session_turns_left`` keeps the ``MAX_SESSIONS`` most
+recent sessions.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,10 +21,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from kimi_core.redact import printable
 from kimi_core.store import Store
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
 TTFB_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+MAX_MODELS = 200
+MAX_SESSIONS = 100
+MAX_LABEL = 120
+OTHER = "other"
 
 
 class StoreCollector(Collector):
@@ -41,6 +52,8 @@ class StoreCollector(Collector):
 
 class Metrics:
     def __init__(self, store: Callable[[], Store | None]) -> None:
+        self._models: set[str] = set()
+        self._sessions: OrderedDict[tuple[str, str], None] = OrderedDict()
         self.registry = r = CollectorRegistry()
         self.requests = Counter("kimi_requests", "LLM calls.", ["provider", "model", "action"], registry=r)
         self.latency = Histogram("kimi_request_duration_seconds", "From the request to the end of the response.",
@@ -76,9 +89,29 @@ class Metrics:
                                       registry=r)
         r.register(StoreCollector(store))
 
+    def model_label(self, model: str) -> str:
+        """A model as a label: the first MAX_MODELS names seen; later ones are "other" (clients name models)."""
+        model = printable(model, newlines=False)[:MAX_LABEL]
+        if model in self._models:
+            return model
+        if len(self._models) >= MAX_MODELS:
+            return OTHER
+        self._models.add(model)
+        return model
+
+    def session_turns(self, session: str, provider: str, turns: int) -> None:
+        """The turns a session has left; only the most recent MAX_SESSIONS sessions are kept."""
+        key = (printable(session, newlines=False)[:MAX_LABEL], provider)
+        self._sessions[key] = None
+        self._sessions.move_to_end(key)
+        self.turns_left.labels(*key).set(turns)
+        while len(self._sessions) > MAX_SESSIONS:
+            old, _ = self._sessions.popitem(last=False)
+            self.turns_left.remove(*old)
+
     def observe(self, row: dict[str, Any]) -> None:
         """One finished LLM call, from its ``requests`` row."""
-        provider, model = row.get("provider") or "", row.get("model") or ""
+        provider, model = row.get("provider") or "", self.model_label(row.get("model") or "")
         self.requests.labels(provider, model, row.get("action") or "").inc()
         if row.get("duration_ms") is not None:
             self.latency.labels(provider).observe(row["duration_ms"] / 1000)

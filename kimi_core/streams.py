@@ -19,29 +19,44 @@ from kimi_core import dialects, eventstream
 from kimi_core.dialects.base import Reply
 
 MAX_BUFFERED = 16 * 1024 * 1024  # a non-SSE stream is parsed whole up to this size
+MAX_EVENT = 16 * 1024 * 1024  # larger events are not read (the bytes still pass)
 
 
 class SSEParser:
-    """Incremental Server-Sent Events parser: bytes in, ``(event, data)`` out."""
+    """Incremental Server-Sent Events parser: bytes in, ``(event, data)`` out.
+
+    Linear in the bytes whatever their shape: a chunk without a newline is
+    only appended (a stream without newlines once cost quadratic copying),
+    and an event larger than ``MAX_EVENT`` raises ValueError.
+    """
 
     def __init__(self) -> None:
-        self._buf = b""
+        self._buf = bytearray()
         self._event: str | None = None
         self._data: list[str] = []
+        self._size = 0  # bytes of the event being read
 
     def feed(self, chunk: bytes) -> list[tuple[str | None, str]]:
-        lines = (self._buf + chunk).split(b"\n")
-        self._buf = lines.pop()
+        if b"\n" not in chunk:
+            self._buf += chunk
+            if len(self._buf) + self._size > MAX_EVENT:
+                raise ValueError(f"an event of more than {MAX_EVENT // (1024 * 1024)} MB")
+            return []
+        lines = (bytes(self._buf) + chunk).split(b"\n")
+        self._buf = bytearray(lines.pop())
         out: list[tuple[str | None, str]] = []
         for line in lines:
+            self._size += len(line)
+            if self._size > MAX_EVENT:
+                raise ValueError(f"an event of more than {MAX_EVENT // (1024 * 1024)} MB")
             self._line(line.rstrip(b"\r").decode("utf-8", "replace"), out)
         return out
 
     def close(self) -> list[tuple[str | None, str]]:
         out: list[tuple[str | None, str]] = []
         if self._buf:
-            self._line(self._buf.rstrip(b"\r").decode("utf-8", "replace"), out)
-            self._buf = b""
+            self._line(bytes(self._buf).rstrip(b"\r").decode("utf-8", "replace"), out)
+            self._buf = bytearray()
         self._line("", out)
         return out
 
@@ -49,7 +64,7 @@ class SSEParser:
         if not line:
             if self._data:
                 out.append((self._event, "\n".join(self._data)))
-            self._event, self._data = None, []
+            self._event, self._data, self._size = None, [], 0
         elif line.startswith(":"):
             return
         else:

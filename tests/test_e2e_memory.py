@@ -8,6 +8,7 @@ import time
 import uuid
 
 import httpx
+import prometheus_client
 import pytest
 from conftest import wait_rows
 from test_e2e import anthropic_client, openai_client
@@ -173,3 +174,16 @@ def test_memory_can_be_turned_off(fake, tmp_path):
         wait_rows(proxy.db)
     db = sqlite3.connect(proxy.db)
     assert db.execute("SELECT count(*) FROM memories").fetchone()[0] == 0
+
+
+def test_metric_label_sets_are_bounded():
+    from kimi_core.metrics import MAX_MODELS, MAX_SESSIONS, Metrics
+    metrics = Metrics(lambda: None)
+    for i in range(3 * MAX_MODELS):
+        metrics.observe({"provider": "openai", "model": f"model-{i}\x1b[2J", "action": "passed"})
+        metrics.session_turns(f"session {i}", "openai", i)
+    exposed = prometheus_client.generate_latest(metrics.registry).decode()
+    models = {line.split('model="')[1].split('"')[0] for line in exposed.splitlines()
+              if line.startswith("kimi_requests_total{")}
+    assert len(models) == MAX_MODELS + 1 and "other" in models and "\x1b" not in exposed
+    assert sum(line.startswith("kimi_session_turns_left{") for line in exposed.splitlines()) == MAX_SESSIONS

@@ -60,3 +60,25 @@ def test_watcher_buffers_gemini_json_arrays():
         watcher(body[i:i + 4])
     watcher(b"")
     assert watcher.result().usage.prompt_tokens == 9
+
+
+def test_a_stream_without_newlines_costs_linear_time_and_stops_being_read_past_the_cap():
+    import time
+
+    from kimi_core.streams import MAX_EVENT
+    watcher = StreamWatcher("openai-chat", framing="sse")
+    chunk = b"x" * 65536
+    started = time.perf_counter()
+    for _ in range(MAX_EVENT // len(chunk) + 16):  # 17 MB without a newline
+        assert watcher(chunk) is chunk  # the bytes keep flowing
+    assert time.perf_counter() - started < 5  # linear: well under a second here; quadratic took 14 s for 16 MB
+    assert watcher.error and "more than 16 MB" in watcher.error
+
+
+def test_events_split_across_many_chunks_are_whole():
+    parser = SSEParser()
+    data = b"event: a\ndata: " + b"y" * 100_000 + b"\n\n"
+    events = []
+    for i in range(0, len(data), 7):
+        events += parser.feed(data[i:i + 7])
+    assert events == [("a", "y" * 100_000)]

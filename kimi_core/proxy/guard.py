@@ -208,7 +208,7 @@ class KimiGuard:
         prompts.append(call.decision.estimate)
         call.forecast = forecast(list(prompts), call.window.tokens, self.reject_at)
         if call.forecast is not None and call.forecast.turns_left is not None:
-            self.kimi.metrics.turns_left.labels(call.session.name, call.provider).set(call.forecast.turns_left)
+            self.kimi.metrics.session_turns(call.session.name, call.provider, call.forecast.turns_left)
 
     def _refuse(self, flow: http.HTTPFlow, call: LLMCall) -> None:
         result = call.result()
