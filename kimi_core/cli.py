@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -203,7 +204,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     from kimi_core.report import build  # only this command needs it
 
     html = build(connect(args.db), args.session, args.reject_at)
-    Path(args.output).write_text(html, encoding="utf-8")
+    fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it shows your prompts: private
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(html)
     print(f"wrote {args.output} ({len(html) / 1000:.0f} KB)")
     return 0
 

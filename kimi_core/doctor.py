@@ -11,6 +11,7 @@ from pathlib import Path
 from kimi_core import tokens
 from kimi_core.config import DEFAULT_CONFIG, load_config
 from kimi_core.errors import ConfigError
+from kimi_core.store.store import unsafe_location
 
 OK, WARN, PROBLEM = "ok", "warning", "problem"
 CA_FILE = "mitmproxy-ca-cert.pem"
@@ -76,6 +77,8 @@ def _proxy_env() -> Check:
 
 
 def _database(path: Path) -> Check:
+    if path.parent.exists() and (problem := unsafe_location(path)):
+        return Check("database", PROBLEM, problem, "use a private folder: --set kimi_db=~/.kimi-proxy/kimi.db")
     if not path.exists():
         parent = next((p for p in path.parents if p.exists()), None)
         if parent is not None and os.access(parent, os.W_OK):

@@ -100,3 +100,12 @@ def test_bad_arguments_are_one_line_not_a_traceback(db, args, message):
 def test_a_huge_since_reads_everything(db):
     out = kimi_proxy("--db", str(db), "stats", "--since", "99999999999d", "--json")
     assert out.returncode == 0 and "Traceback" not in out.stderr
+
+
+def test_the_report_is_private(db, tmp_path):
+    import stat
+    out = tmp_path / "report.html"
+    out.write_text("old")
+    out.chmod(0o644)
+    assert kimi_proxy("--db", str(db), "report", "-o", str(out)).returncode == 0
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600 and "<html" in out.read_text().lower()

@@ -249,3 +249,44 @@ def test_a_database_file_someone_else_created_is_made_private(tmp_path):
     s.open()
     s.close()
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_symlink_at_the_database_path_is_refused(tmp_path):
+    from kimi_core.errors import StoreError
+    (tmp_path / "elsewhere.db").write_bytes(b"")
+    (tmp_path / "kimi.db").symlink_to(tmp_path / "elsewhere.db")
+    with pytest.raises(StoreError, match="is a symbolic link"):
+        Store(tmp_path / "kimi.db").open()
+
+
+def test_a_folder_others_can_write_to_is_refused_unless_sticky(tmp_path):
+    from kimi_core.errors import StoreError
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    with pytest.raises(StoreError, match="can be written by other users"):
+        Store(shared / "kimi.db").open()
+    os.chmod(shared, 0o1777)  # like /tmp: others cannot replace our file
+    s = Store(shared / "kimi.db")
+    s.open()
+    s.close()
+
+
+def test_the_write_ahead_log_is_private_too(tmp_path):
+    old = os.umask(0o022)
+    try:
+        # A database made readable by all (by an earlier reader), in use: its side files are too.
+        reader = sqlite3.connect(tmp_path / "kimi.db")
+        reader.execute("PRAGMA journal_mode=WAL")
+        reader.execute("CREATE TABLE t (x)")
+        reader.execute("INSERT INTO t VALUES (1)")
+        reader.commit()
+        assert stat.S_IMODE((tmp_path / "kimi.db-wal").stat().st_mode) == 0o644
+        s = Store(tmp_path / "kimi.db")
+        s.open()
+        for suffix in ("", "-wal", "-shm"):
+            assert stat.S_IMODE((tmp_path / f"kimi.db{suffix}").stat().st_mode) == 0o600, suffix
+        s.close()
+        reader.close()
+    finally:
+        os.umask(old)

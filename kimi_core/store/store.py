@@ -23,6 +23,7 @@ import logging
 import os
 import queue
 import sqlite3
+import stat
 import threading
 import time
 from pathlib import Path
@@ -57,6 +58,17 @@ BUSY_TIMEOUT = 2.0  # seconds one write waits for another writer's lock
 
 
 
+def unsafe_location(path: Path) -> str | None:
+    """Why the database may not live at ``path``, or None: a symbolic link (it could point anywhere),
+    or a folder others can write to without the sticky bit (they could swap the file)."""
+    if path.is_symlink():
+        return f"{path} is a symbolic link: give the real path"
+    mode = path.parent.stat().st_mode
+    if mode & 0o022 and not mode & stat.S_ISVTX:
+        return f"{path.parent} can be written by other users (mode {oct(mode & 0o777)}): chmod go-w {path.parent}"
+    return None
+
+
 class Store:
     def __init__(self, path: str | Path, retention_bytes: int = 1 << 30, max_pending: int = 10_000,
                  store_bodies: bool = True) -> None:
@@ -87,14 +99,20 @@ class Store:
         """Create or upgrade the database; returns the named sessions it holds."""
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if problem := unsafe_location(self.path):
+                raise StoreError(problem)
             if not self.path.exists():
-                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
             st = os.stat(self.path)
             if st.st_mode & 0o077 and st.st_uid == os.getuid():  # created by someone else (a reader): ours now
                 os.chmod(self.path, 0o600)
             conn = sqlite3.connect(self.path, check_same_thread=False, timeout=BUSY_TIMEOUT,
                                    isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
+            for suffix in ("-wal", "-shm"):  # SQLite gives them the database's mode: made when it was not private?
+                side = self.path.with_name(self.path.name + suffix)
+                if side.exists() and not side.is_symlink() and side.stat().st_uid == os.getuid():
+                    os.chmod(side, 0o600)
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=OFF")
             db = Database(conn)
