@@ -77,3 +77,19 @@ def test_an_aside_after_a_comma_is_not_part_of_the_preference():
     assert [m.content for m in extract("Thanks! I prefer pytest over unittest, remember.")] == \
         ["prefers pytest over unittest"]
     assert [m.content for m in extract("I really prefer f-strings to format()")] == ["prefers f-strings over format()"]
+
+
+@pytest.mark.parametrize("text", [
+    "Never do it" + " " * 20_000 + "x",  # once 200 s for 2,000 spaces: a regex backtracking cubically
+    "I prefer a" + ", " * 10_000 + "b",
+    "I prefer " + "pytest over " * 3_000 + "unittest",
+    "Je préfère " + "le " * 6_000 + "thé à " * 1_000 + "café",
+    "never " * 4_000,
+    "`" * 20_000,
+    "please " * 3_000 + "ok ok ok",
+])
+def test_pathological_messages_are_read_in_linear_time(text):
+    import time
+    started = time.perf_counter()
+    extract(text)
+    assert time.perf_counter() - started < 2  # milliseconds here
