@@ -10,9 +10,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from mitmproxy.net import encoding
-
-from kimi_core import dialects, jsonspans
+from kimi_core import decoding, dialects, jsonspans
 from kimi_core.dialects.base import LLMRequest
 from kimi_core.errors import BodyError
 from kimi_core.jsonspans import Parsed, Span
@@ -162,16 +160,16 @@ def parse(raw: bytes, content_encoding: str, route: Route | str, path: str, max_
         return Analysis(error="empty request body"), None
     if len(raw) > max_bytes:
         return Analysis(raw=raw, error=f"request body of {len(raw) / 1e6:.1f} MB is over the "
-                                       f"{max_bytes / 1e6:.0f} MB analysis limit: not counted"), None
+                                       f"{max_bytes // 2**20} MB analysis limit: not counted"), None
     data = raw
     if content_encoding and content_encoding.strip().lower() != "identity":
-        try:
-            data = encoding.decode(raw, content_encoding)
+        try:  # never more than max_bytes, whatever the body inflates to
+            data = decoding.decode(raw, content_encoding, max_bytes)
+        except decoding.TooLarge:
+            return Analysis(raw=raw, error=f"{content_encoding}-encoded request body inflating past the "
+                                           f"{max_bytes // 2**20} MB analysis limit: not counted"), None
         except ValueError as e:
             return Analysis(raw=raw, error=f"cannot decode a {content_encoding}-encoded body: {e}"), None
-        if len(data) > max_bytes:
-            return Analysis(raw=raw, error=f"decoded request body of {len(data) / 1e6:.1f} MB is over the "
-                                           f"{max_bytes / 1e6:.0f} MB analysis limit: not counted"), None
     try:
         inner, envelope, named = unwrap(data, route.envelope)
     except (ValueError, KeyError, IndexError, RecursionError) as e:

@@ -15,11 +15,13 @@ import json
 import time
 import zlib
 
-from kimi_core import dialects, eventstream
+from kimi_core import decoding, dialects, eventstream
 from kimi_core.dialects.base import Reply
 
 MAX_BUFFERED = 16 * 1024 * 1024  # a non-SSE stream is parsed whole up to this size
 MAX_EVENT = 16 * 1024 * 1024  # larger events are not read (the bytes still pass)
+MAX_READ = 64 * 1024 * 1024  # a stream is read (inflated) up to this much; the rest only passes
+MAX_PER_CHUNK = 4 * 1024 * 1024  # what one compressed chunk (64 KB at most from mitmproxy) may inflate to
 
 
 class SSEParser:
@@ -108,9 +110,10 @@ class StreamWatcher:
         self.error: str | None = None
         self.bad_event: str | None = None  # the first event that could not be read
         encoding = content_encoding.strip().lower()
-        self._inflate = zlib.decompressobj(wbits=47) if encoding in ("gzip", "deflate") else None
+        self._inflate = decoding.Inflater(MAX_READ, MAX_PER_CHUNK) if encoding in ("gzip", "deflate") else None
         if encoding and self._inflate is None and encoding != "identity":
             self.error = f"stream encoded with {encoding}: usage not read"
+        self._read_bytes = 0  # what was read (inflated), against MAX_READ
 
     def __call__(self, chunk: bytes) -> bytes:
         if chunk and self.first_chunk_at is None:
@@ -124,6 +127,9 @@ class StreamWatcher:
         if self.error is None:
             try:
                 self._read(chunk)
+            except decoding.TooLarge:
+                self.error = (f"stream inflating past {MAX_READ // 2**20} MB, or {MAX_PER_CHUNK // 2**20} MB from "
+                              "one chunk: the rest is not read (it still reaches the client)")
             except (ValueError, zlib.error, UnicodeDecodeError) as e:
                 self.error = f"unreadable stream: {e}"
         if not chunk:
@@ -132,7 +138,10 @@ class StreamWatcher:
 
     def _read(self, chunk: bytes) -> None:
         if self._inflate is not None:
-            chunk = self._inflate.decompress(chunk) if chunk else self._inflate.flush()
+            chunk = self._inflate(chunk)
+        self._read_bytes += len(chunk)
+        if self._read_bytes > MAX_READ:
+            raise ValueError(f"stream over {MAX_READ // 2**20} MB: the rest is not read (it still reaches the client)")
         if not self.sse:
             if len(self.raw) + len(chunk) > MAX_BUFFERED:
                 raise ValueError(f"stream larger than {MAX_BUFFERED} bytes")

@@ -82,3 +82,16 @@ def test_events_split_across_many_chunks_are_whole():
     for i in range(0, len(data), 7):
         events += parser.feed(data[i:i + 7])
     assert events == [("a", "y" * 100_000)]
+
+
+def test_a_gzip_stream_bomb_is_read_no_further_and_passes_untouched():
+    import zlib
+
+    from kimi_core.streams import MAX_READ
+    z = zlib.compressobj(9, zlib.DEFLATED, 31)
+    event = b"data: " + json.dumps({"choices": []}).encode() + b"\n\n"
+    bomb = z.compress(event * (2 * MAX_READ // len(event))) + z.flush()  # inflates to twice the cap
+    watcher = StreamWatcher("openai-chat", framing="sse", content_encoding="gzip")
+    chunks = [bomb[i:i + 65536] for i in range(0, len(bomb), 65536)]
+    assert b"".join(watcher(c) for c in chunks) == bomb
+    assert watcher.error and "the rest is not read" in watcher.error and watcher.events <= MAX_READ // len(event) + 1

@@ -52,6 +52,7 @@ class LLMCall:
     parsed: asyncio.Future[Analysis | None] | None = None
     watcher: StreamWatcher | None = None
     reply: Reply | None = None
+    response_body: bytes | None = None  # the response decoded, as the meter read it (None: not read)
     action: str = "passed"
     errors: list[str] = field(default_factory=list)
     recorded: bool = False

@@ -19,7 +19,7 @@ from collections.abc import Coroutine
 
 from mitmproxy import ctx, exceptions, http
 
-from kimi_core import analysis, dialects, tokens
+from kimi_core import analysis, decoding, dialects, tokens
 from kimi_core.analysis import Analysis
 from kimi_core.dialects.base import Reply
 from kimi_core.errors import BodyError
@@ -92,6 +92,17 @@ def _copy(source: asyncio.Future, target: asyncio.Future | None) -> None:
 
 def envelope(call: LLMCall) -> str | None:
     return call.route.envelope if call.route is not None else None
+
+
+def read_reply(dialect: str, raw: bytes, encoded: str, limit: int, wrapped: str | None) -> tuple[bytes | None, Reply]:
+    """A response body decoded (never past ``limit``) and parsed; the decoded bytes, for the record."""
+    try:
+        data = decoding.decode(raw, encoded, limit) if encoded else raw
+    except decoding.TooLarge:
+        return None, Reply(error=f"{encoded}-encoded response inflating past {limit // 2**20} MB: usage not read")
+    except ValueError as e:
+        return None, Reply(error=f"cannot decode the response body: {e}")
+    return data, parse_reply(dialect, data, wrapped)
 
 
 def parse_reply(dialect: str, raw: bytes, wrapped: str | None = None) -> Reply:
@@ -207,18 +218,22 @@ class KimiMeter:
             return None
         response = flow.response
         if call.dialect is None or call.action == "rejected" or response is None:
+            if call.action == "rejected" and response is not None:
+                call.response_body = response.raw_content  # Kimi's own answer
             flow.comment = summary(call)
             return None
-        if call.watcher is None and response.raw_content is not None and len(response.raw_content) > PARSE_INLINE_LIMIT:
-            return self._read_big(flow, call)
+        raw, encoded = response.raw_content, response.headers.get("content-encoding", "")
+        if call.watcher is None and raw is not None and (encoded or len(raw) > PARSE_INLINE_LIMIT):
+            return self._read_big(flow, call, raw, encoded)
         self._replied(flow, call, self._reply(call, response))
         return None
 
-    async def _read_big(self, flow: http.HTTPFlow, call: LLMCall) -> None:
-        assert flow.response is not None
-        raw = self._body(flow.response)
-        reply = await asyncio.to_thread(parse_reply, call.dialect, raw, envelope(call)) if isinstance(raw, bytes) \
-            else raw
+    async def _read_big(self, flow: http.HTTPFlow, call: LLMCall, raw: bytes, encoded: str) -> None:
+        """Decode (bounded) and parse in a thread: a body the provider controls never stalls the loop."""
+        assert call.dialect is not None
+        limit = ctx.options.kimi_max_body_mb * 1024 * 1024
+        call.response_body, reply = await asyncio.to_thread(read_reply, call.dialect, raw, encoded, limit,
+                                                            envelope(call))
         self._replied(flow, call, reply)
 
     def _replied(self, flow: http.HTTPFlow, call: LLMCall, reply: Reply) -> None:
@@ -262,18 +277,10 @@ class KimiMeter:
             if call.watcher.error:
                 call.errors.append(call.watcher.error)
             return reply
-        raw = self._body(response)
-        return parse_reply(call.dialect, raw, envelope(call)) if isinstance(raw, bytes) else raw
-
-    @staticmethod
-    def _body(response: http.Response) -> bytes | Reply:
-        """The decoded body, or a Reply that says why there is none to read."""
         if response.raw_content is None:
             return Reply(error="response body streamed by mitmproxy (stream_large_bodies): usage not read")
-        try:
-            return response.get_content(strict=True) or b""
-        except ValueError as e:
-            return Reply(error=f"cannot decode the response body: {e}")
+        call.response_body = response.raw_content  # not encoded: the meter decodes encoded ones in a thread
+        return parse_reply(call.dialect, response.raw_content, envelope(call))
 
     def _note(self, call: LLMCall, message: str, flow: http.HTTPFlow) -> None:
         call.errors.append(message)

@@ -142,10 +142,8 @@ class KimiRecorder:
         result = call.result()
         if call.watcher is not None and call.reply is not None:
             response_body: Any = {"stream": True, "text": call.reply.text, "error": call.reply.error}
-        else:
-            response_body = flow.response.raw_content if flow.response is not None else None
-            if response_body and flow.response.headers.get("content-encoding"):
-                response_body = flow.response.get_content(strict=False)
+        else:  # as the meter decoded it (never decoded again here, never past the limit)
+            response_body = call.response_body
         store.submit(RequestRecord(
             row=request_row(flow, call),
             request_body=(result.body if result.body is not None else result.raw) if result else None,

@@ -60,7 +60,8 @@ HANG_SECONDS = 30
 # Faults a request asks for with ``X-Fake-Fault``: "close" (the connection drops
 # mid-stream), "hang" (a stream that never finishes), "malformed" (an event that
 # is not JSON), "truncated" (the last event cut short), "gzip" (a gzip-encoded
-# stream), "empty" (with X-Fake-Status: an error status with no body).
+# stream), "empty" (with X-Fake-Status: an error status with no body), "bomb" (a gzip body of about
+# 1 MB inflating to 1 GB: JSON, or tiny SSE events when streamed).
 
 
 def make_certificate(directory: Path) -> tuple[Path, Path]:
@@ -254,6 +255,26 @@ def events(dialect: str, model: str, prompt: int, pieces: list[str]) -> list[tup
     return evs
 
 
+BOMB_SIZE = 1024 ** 3
+_bombs: dict[str, bytes] = {}
+_bombs_lock = threading.Lock()
+
+
+def gzip_bomb(kind: str) -> bytes:
+    """About a megabyte of gzip that inflates to BOMB_SIZE: one JSON string, or tiny SSE events."""
+    with _bombs_lock:
+        if kind not in _bombs:
+            z = zlib.compressobj(9, zlib.DEFLATED, 31)
+            unit = b"data: {}\n\n" * 4096 if kind == "sse" else b"x" * 65536
+            head = b"" if kind == "sse" else b'{"choices": [{"message": {"content": "'
+            parts = [z.compress(head)]
+            block = z.compress(unit * (16 * 1024 * 1024 // len(unit)))
+            parts += [block] + [z.compress(unit * (16 * 1024 * 1024 // len(unit))) for _ in range(BOMB_SIZE // 2**24 - 1)]
+            parts.append(z.compress(b"" if kind == "sse" else b'"}}]}') + z.flush())
+            _bombs[kind] = b"".join(parts)
+        return _bombs[kind]
+
+
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256
@@ -372,6 +393,15 @@ class Handler(BaseHTTPRequestHandler):
         n = int(self.headers.get("x-fake-chunks") or 5)
         delay = float(self.headers.get("x-fake-delay-ms") or 0) / 1000
         streamed = data.get("stream") is True or path_streams
+        if fault == "bomb":  # a gzip body inflating to BOMB_SIZE: JSON, or an event stream of tiny events
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream" if streamed else "application/json")
+            self.send_header("content-encoding", "gzip")
+            data = gzip_bomb("sse" if streamed else "json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
         if not streamed:
             reply = self.server.replies.get(model, REPLY)  # type: ignore[attr-defined]
             answer = whole(dialect, model, prompt, n, reply)
