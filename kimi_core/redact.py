@@ -33,7 +33,7 @@ SECRET_HEADERS = frozenset({
 })
 
 _QUERY_SECRET = re.compile(r"(?i)([?&](?:key|api[_-]?key|access[_-]?token|token)=)[^&#]*")
-_NAME = (r"[A-Za-z0-9_\-]*(?:[_\-]key|api[_-]?key|apikey|secret|token|password|passwd|authorization|credentials?)")
+_NAME = (r"[A-Za-z0-9_\-]{0,60}(?:[_\-]key|api[_-]?key|apikey|secret|token|password|passwd|authorization|credentials?)")
 # "name": "value" (a JSON string, escapes and all), and "name": 123 / true / false.
 _JSON_SECRET = re.compile(rf'(?i)("{_NAME}"\s*:\s*")(?:[^"\\]|\\.)*(")')
 _JSON_SCALAR = re.compile(rf'(?i)("{_NAME}"\s*:\s*)(-?\d[\d.eE+\-]*|true|false)(?=\s*[,}}\]])')
@@ -42,17 +42,18 @@ _ESCAPED_SECRET = re.compile(rf'(?i)(\\"{_NAME}\\"\s*:\s*\\")(?:(?!\\").){{0,500
 _ESCAPED_SCALAR = re.compile(rf'(?i)(\\"{_NAME}\\"\s*:\s*)(-?\d[\d.eE+\-]*|true|false)')
 # A name written with \u escapes: "\u0061pi_key" (decoded, then judged), found from the end of a key.
 _KEY_END = re.compile(r'"\s*:\s*')
-_VALUE = re.compile(r'"(?:[^"\\]|\\.)*"|[^,}\]\s]+')
-_NESTED_VALUE = re.compile(r'\\"(?:(?!\\").){0,500}?\\"|[^,}\]\s\\]+')
+_VALUE = re.compile(r'"(?:[^"\\]|\\.)*"|[^,}\]\s]{1,512}')
+_NESTED_VALUE = re.compile(r'\\"(?:(?!\\").){0,500}?\\"|[^,}\]\s\\]{1,512}')
 _SECRET_NAME = re.compile(rf"(?i){_NAME}")
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 # Where an assignment's name can end: found with str.find, far quicker than a regex trying every position.
-_STEMS = ("key", "secret", "token", "passw", "authoriz", "credential")
+_STEMS = ("key", "secret", "token", "password", "passwd", "authorization", "credential", "credentials")
+_AFTER_NAME = frozenset("=:'\"")
 # Python dicts: 'password': '...'
 _PY_SECRET = re.compile(rf"(?i)('{_NAME}'\s*:\s*')[^'\\\n]*(')")
 # Assignments in text, logs and shell: NAME=value, NAME: value (the value unquoted or quoted).
 _ASSIGNED = re.compile(rf"(?i)({_NAME}\b\s*[=:]\s*)(['\"]?)(?!\[REDACTED\])"
-                       rf"((?:(?:bearer|basic)\s+)?[^\s'\"\\&,;<>{{}}()\[\]]{{4,}})")
+                       rf"((?:(?:bearer|basic)\s+)?[^\s'\"\\&,;<>{{}}()\[\]]{{4,512}})")
 # One pattern per key family, each starting with a literal so that ``re`` can
 # skip ahead with its prefix search (an alternation or a leading ``\b`` makes it
 # try every position: 48 ms instead of 2 ms on a 2 MB body).
@@ -111,15 +112,22 @@ def _assignments(text: str) -> str:
     for stem in _STEMS:
         i = low.find(stem)
         while i != -1:
-            j = i
-            while j > 0 and i - j < 80 and text[j - 1] in _NAME_CHARS:
-                j -= 1
-            starts.add(j)
-            i = low.find(stem, i + 1)
-    edits = []
+            after = i + len(stem)
+            # A name ends with its stem: what follows is a quote, or spaces and the = / : itself.
+            k = after
+            while k < len(low) and k - after < 8 and low[k] == " ":
+                k += 1
+            if k < len(low) and low[k] in _AFTER_NAME:
+                j = i
+                while j > 0 and i - j < 60 and text[j - 1] in _NAME_CHARS:
+                    j -= 1
+                starts.add(j)
+            i = low.find(stem, after)
+    edits, at = [], 0
     for j in sorted(starts):
-        if (j == 0 or text[j - 1] not in _NAME_CHARS) and (m := _ASSIGNED.match(text, j)):
+        if j >= at and (j == 0 or text[j - 1] not in _NAME_CHARS) and (m := _ASSIGNED.match(text, j)):
             edits.append((m.start(3), m.end(3), REDACTED))
+            at = m.end()
     return _apply(text, edits)
 
 

@@ -290,3 +290,23 @@ def test_the_write_ahead_log_is_private_too(tmp_path):
         reader.close()
     finally:
         os.umask(old)
+
+
+def test_a_body_that_is_not_utf8_keeps_its_bytes_but_not_its_keys(store):
+    raw = b"\xff\xfe api_key=sk-proj-RAWsecretRAWsecretRAW01 \x80"
+    store.submit(RequestRecord(row(1), raw, None, None))
+    store.close()
+    conn = sqlite3.connect(store.path)
+    body = load_request_body(conn, "r1")
+    assert b"RAWsecret" not in body and body.startswith(b"\xff\xfe api_key=") and body.endswith(b" \x80")
+
+
+def test_a_part_too_big_to_store_is_noted_not_stored(store):
+    from kimi_core.store.blobs import MAX_STORED
+    body = {"model": "m", "messages": [{"role": "user", "content": "x" * (MAX_STORED + 1)},
+                                       {"role": "user", "content": "small"}]}
+    store.submit(RequestRecord(row(1), body, "messages", None))
+    store.close()
+    stored = load_request_body(sqlite3.connect(store.path), "r1")
+    assert stored["messages"][0].startswith("[not stored by Kimi Proxy: 8.0 MB")
+    assert stored["messages"][1] == {"role": "user", "content": "small"}

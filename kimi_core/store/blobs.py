@@ -35,7 +35,18 @@ def _later(ts: str, before: str, by: datetime.timedelta) -> bool:
         return True
 
 
+MAX_STORED = 8 * 1024 * 1024  # one part (a message, a body) larger than this is not stored, only noted
+
+
+def _too_big(size: int) -> bytes:
+    """What stands for a part too big to store (a JSON string, valid where the part was)."""
+    return json.dumps(f"[not stored by Kimi Proxy: {size / 2**20:.1f} MB, over its {MAX_STORED // 2**20} MB "
+                      "limit per part]").encode()
+
+
 def _redacted(text: str) -> bytes:
+    if len(text) > MAX_STORED:  # redacting it would hold the writer (and the GIL) for seconds
+        return _too_big(len(text))
     try:
         return redact_text(text).encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates (valid in JSON escapes): keep them escaped
@@ -124,11 +135,11 @@ class Blobs:
     def part(self, prepared: Prepared, value: Any) -> str:
         """The blob of a body part: bytes as they are, anything else as compact JSON."""
         if isinstance(value, (bytes, bytearray)):
-            try:
-                data = _redacted(bytes(value).decode("utf-8"))
-            except UnicodeDecodeError:
-                data = bytes(value)
-            return self._put(prepared, data)
+            if len(value) > MAX_STORED:
+                return self._put(prepared, _too_big(len(value)))
+            # Not UTF-8: its bytes kept as they are, its ASCII secrets redacted all the same.
+            text = bytes(value).decode("utf-8", "surrogateescape")
+            return self._put(prepared, redact_text(text).encode("utf-8", "surrogateescape"))
         return self.text(prepared, json.dumps(value, ensure_ascii=False, separators=(",", ":")))
 
     def text(self, prepared: Prepared, text: str, key: bytes | None = None) -> str:
