@@ -19,7 +19,7 @@ import pytest
 from conftest import wait_rows
 from test_e2e import trust
 
-from kimi_core.testing.fake_provider import gzip_bomb
+from kimi_core.testing.answers import gzip_bomb
 from kimi_core.testing.proxy import Mitmdump
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
