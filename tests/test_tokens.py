@@ -1,3 +1,4 @@
+import pytest
 import tiktoken
 
 from kimi_core import dialects
@@ -72,3 +73,17 @@ def test_lone_surrogates_and_special_tokens_do_not_raise():
     counter = TokenCounter()
     assert counter.count_text("a \ud800 b") > 0
     assert counter.count_text("<|endoftext|>") > 1  # counted as ordinary text
+
+
+@pytest.mark.parametrize("text", [
+    " ".join(f"word{i % 977} é 日本 {i}" for i in range(60_000)),  # prose-like, several scripts
+    "def f(x):\n    return x  # comment\n" * 20_000,  # code, indentation runs
+    "x" * 400_000,  # no space at all: cut anywhere
+])
+def test_long_texts_are_counted_in_pieces_to_the_same_count(text):
+    from kimi_core.tokens import PIECE, _count, _pieces, encoding
+    enc, _ = encoding("cl100k_base")
+    pieces = _pieces(text)
+    assert "".join(pieces) == text and len(pieces) > 1 and max(map(len, pieces)) <= PIECE
+    if " " in text:
+        assert _count(enc, text) == len(enc.encode_ordinary(text))
