@@ -15,7 +15,7 @@ from kimi_core.dialects.base import LLMRequest
 from kimi_core.errors import BodyError
 from kimi_core.jsonspans import Parsed, Span
 from kimi_core.providers import CODE_ASSIST, Route
-from kimi_core.tokens import Count, TokenCounter
+from kimi_core.tokens import Abandoned, Count, TokenCounter
 
 
 @dataclass(slots=True, eq=False)
@@ -193,11 +193,21 @@ def parse(raw: bytes, content_encoding: str, route: Route | str, path: str, max_
     return result, prior
 
 
-def count(result: Analysis, prior: Analysis | None, counter: TokenCounter, recent: Recent | None = None) -> Analysis:
-    """The second stage of ``analyse``: count the parsed request (the longer part), remember it."""
+def count(result: Analysis, prior: Analysis | None, counter: TokenCounter, recent: Recent | None = None,
+          deadline: float | None = None, budget_ms: int = 0) -> Analysis:
+    """The second stage of ``analyse``: count the parsed request (the longer part), remember it.
+
+    Past ``deadline`` (``time.monotonic()``, ``budget_ms`` after the request came)
+    the count is given up and ``error`` says so.
+    """
     if result.request is None or result.error:
         return result
-    result.count = counter.count_request(result.request, result.digests, prior.count if prior else None)
+    try:
+        result.count = counter.count_request(result.request, result.digests, prior.count if prior else None,
+                                             deadline)
+    except Abandoned:
+        result.error = f"not counted: over its {budget_ms:,} ms analysis budget (kimi_analysis_ms)"
+        return result
     if recent is not None:
         result.seq = recent.number()
         recent.add(result)

@@ -27,6 +27,7 @@ import hashlib
 import os
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -146,9 +147,22 @@ def _pieces(s: str) -> list[str]:
     return out
 
 
-def _count(enc: tiktoken.Encoding, s: str) -> int:
+class Abandoned(Exception):
+    """Counting went past its deadline (``time.monotonic()``): the count was given up."""
+
+
+def _check(deadline: float | None) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise Abandoned
+
+
+def _count(enc: tiktoken.Encoding, s: str, deadline: float | None = None) -> int:
     if len(s) > PIECE:
-        return sum(_count(enc, piece) for piece in _pieces(s))
+        total = 0
+        for piece in _pieces(s):
+            _check(deadline)
+            total += _count(enc, piece)
+        return total
     try:
         return len(enc.encode_ordinary(s))
     except UnicodeEncodeError:
@@ -165,30 +179,33 @@ def counter_for(encoding_name: str) -> Callable[[str], int]:
 class TokenCounter:
     """Counts requests; safe to call from worker threads."""
 
-    def __init__(self, memo_size: int = 200_000) -> None:
-        self._memo: OrderedDict[tuple[str, bytes], int] = OrderedDict()
+    def __init__(self, memo_size: int = 100_000) -> None:
+        # Keyed by the text's digest followed by the encoding's name: one bytes object a
+        # count (a tuple key cost 60% more, and a full memo holds 100,000 of them).
+        self._memo: OrderedDict[bytes, int] = OrderedDict()
         self._memo_size = memo_size
         self._memo_lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
-    def count_text(self, text: str, encoding_name: str = FALLBACK) -> int:
+    def count_text(self, text: str, encoding_name: str = FALLBACK, deadline: float | None = None) -> int:
         if not text:
             return 0
         key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-        return self._memoised(key, lambda: text, encoding_name)
+        return self._memoised(key, lambda: text, encoding_name, deadline)
 
-    def _memoised(self, digest: bytes, text: Callable[[], str], encoding_name: str) -> int:
+    def _memoised(self, digest: bytes, text: Callable[[], str], encoding_name: str,
+                  deadline: float | None = None) -> int:
         """The token count of ``text()``, known by ``digest``; ``text`` is only built on a miss."""
         enc, used = encoding(encoding_name)
-        key = (used, digest)
+        key = digest + used.encode()
         with self._memo_lock:
             n = self._memo.get(key)
             if n is not None:
                 self._memo.move_to_end(key)
                 self.hits += 1
                 return n
-        n = _count(enc, text())
+        n = _count(enc, text(), deadline)
         with self._memo_lock:
             self.misses += 1
             self._memo[key] = n
@@ -197,31 +214,34 @@ class TokenCounter:
         return n
 
     def count_request(self, request: LLMRequest, digests: list[bytes] | None = None,
-                      prior: Count | None = None) -> Count:
+                      prior: Count | None = None, deadline: float | None = None) -> Count:
         """Tokens billed as prompt.
 
         ``digests[i]`` identifies history item ``i`` when known; ``prior`` is
         the count of a request whose messages this one's begin with: their
-        tokens are taken from it, not counted again.
+        tokens are taken from it, not counted again. Past ``deadline``
+        (``time.monotonic()``), raises ``Abandoned``.
         """
         wanted, known = wanted_encoding(request.model)
         _, used = encoding(wanted)
         first, message_tokens = 0, 0
         if prior is not None and prior.encoding == used and prior.messages <= len(request.messages):
             first, message_tokens = prior.messages, prior.message_tokens
-        for message in request.messages[first:]:
+        for i, message in enumerate(request.messages[first:]):
+            if i % 64 == 0:
+                _check(deadline)
             if digests is not None and 0 <= message.index < len(digests):
-                n = self._memoised(digests[message.index], lambda m=message: message_text(m), used)
+                n = self._memoised(digests[message.index], lambda m=message: message_text(m), used, deadline)
             else:
-                n = self.count_text(message_text(message), used)
+                n = self.count_text(message_text(message), used, deadline)
             message_tokens += TOKENS_PER_MESSAGE + n + message.media_tokens
         total = TOKENS_PER_REPLY + message_tokens
         if request.system:
-            total += TOKENS_PER_MESSAGE + self.count_text(request.system, used)
+            total += TOKENS_PER_MESSAGE + self.count_text(request.system, used, deadline)
         if request.extra:
-            total += self.count_text(request.extra, used)
+            total += self.count_text(request.extra, used, deadline)
         for tool in request.tools:
-            total += self.count_text(f"{tool.name}\n{tool.description}\n{tool.parameters}", used)
+            total += self.count_text(f"{tool.name}\n{tool.description}\n{tool.parameters}", used, deadline)
         return Count(total, used, not known or used != wanted, len(request.messages), message_tokens)
 
 

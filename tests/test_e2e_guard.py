@@ -281,3 +281,19 @@ def test_a_model_named_inside_a_message_does_not_hide_the_real_one():
         {"type": "tool_use", "id": "t1", "name": "configure", "input": {"model": "gpt-4.1"}}]}],
         "model": "small"}).encode()
     assert set(candidate_models(body, None)) == {"gpt-4.1", "small"}  # the smallest window of them counts
+
+
+def test_a_request_whose_analysis_outlasts_its_budget_goes_on_unjudged(fake, tmp_path_factory):
+    """``kimi_analysis_ms`` bounds how long a request waits for Kimi: past it, the request is sent as is."""
+    options = {"kimi_config": str(config_file(tmp_path_factory)), "kimi_analysis_ms": "1"}
+    with Mitmdump(tmp_path_factory.mktemp("guard-budget"), upstream_port=fake.port, options=options) as proxy:
+        tag = model("small")  # a 2,000-token window: 400,000 tokens would be refused
+        reply = openai_client(proxy).chat.completions.create(
+            model=tag, messages=[{"role": "user", "content": words(400_000)}])
+        assert reply.choices[0].message.content and not never_reached(fake, tag)
+        [row] = wait_rows(proxy.db, "model = ?", (tag,))
+        assert row["action"] == "passed" and row["status_code"] == 200
+        assert "held 1 ms for its analysis (kimi_analysis_ms): sent on without waiting further" in row["error"]
+        assert "not counted: over its 1 ms analysis budget" in row["error"]
+        assert row["prompt_tokens_est"] is None
+        assert "held 1 ms for its analysis" in proxy.log()

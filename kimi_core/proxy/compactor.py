@@ -73,8 +73,11 @@ async def rewrite(kimi: KimiContext, flow: http.HTTPFlow, call: LLMCall, need: i
         return None
     job = functools.partial(_rewrite, kimi, source, flow.request.path, ctx.options.kimi_max_body_mb * 1024 * 1024,
                             budget, need)
+    future = asyncio.get_running_loop().run_in_executor(kimi.analyser, job)
+    if not await call.settled(future):
+        return None
     try:
-        return await asyncio.get_running_loop().run_in_executor(kimi.analyser, job)
+        return future.result()
     except Exception as e:  # noqa: BLE001 -- a compaction bug must not break the request: it goes on as sent
         logger.warning("kimi: could not compact tool results: %r; the request goes on unchanged", e)
         call.errors.append(f"internal error while compacting: {e!r}")
@@ -133,10 +136,13 @@ class KimiCompactor:
         assert call.analysis is not None and call.parsed is not None
         # Parsing is quick; counting the whole body is not, and is waited for
         # only when there is something to compact.
-        parsed = await call.parsed
+        if not await call.settled(call.parsed):
+            return
+        parsed = call.parsed.result()
         if parsed is None or not oversized(parsed, ctx.options.kimi_tool_budget):
             return
-        await asyncio.wait([call.analysis])  # its failure is the meter's to report: then nothing to compact
+        if not await call.settled(call.analysis):  # a failure is the meter's to report: then nothing to compact
+            return
         done = await rewrite(self.kimi, flow, call)
         if done is not None:
             apply(self.kimi, flow, call, *done)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
+import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +34,8 @@ from kimi_core.tokens import TokenCounter
 from kimi_core.toolresults import Rewritten
 from kimi_core.windows import Window, Windows
 
+logger = logging.getLogger(__name__)
+
 # flow.metadata[TRANSPORT] says how a call travels when not as an HTTP request of its own.
 TRANSPORT = "kimi_transport"
 HTTP = "http"
@@ -48,6 +52,9 @@ class LLMCall:
     transport: str = HTTP  # or WEBSOCKET: one message of a socket
     route: Route | None = None  # the API and what wraps it; None when dialect is None
     analysis: asyncio.Future[Analysis] | None = None
+    # The request is held for its analysis until ``deadline`` (time.monotonic()), ``budget_ms`` after it came.
+    deadline: float | None = None
+    budget_ms: int = 0
     # Resolved once the request is parsed, before it is counted; None if it did not parse.
     parsed: asyncio.Future[Analysis | None] | None = None
     watcher: StreamWatcher | None = None
@@ -76,6 +83,24 @@ class LLMCall:
             fn()
         else:
             self.analysis.add_done_callback(lambda _: fn())
+
+    async def settled(self, future: asyncio.Future | None) -> bool:
+        """Wait for ``future`` (an analysis stage, or work on it) until the deadline; False if it passed first.
+
+        Past the deadline the request goes on as sent: its row says it was not waited for.
+        """
+        if future is None or future.done():
+            return True
+        left = None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+        done, _ = await asyncio.wait([future], timeout=left)
+        if done:
+            return True
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())  # its failure, if any, is not news
+        note = f"held {self.budget_ms:,} ms for its analysis (kimi_analysis_ms): sent on without waiting further"
+        if note not in self.errors:
+            self.errors.append(note)
+            logger.warning("kimi: %s %s: %s", self.provider, self.path.split("?")[0], note)
+        return False
 
     def replace_analysis(self, analysis: Analysis) -> None:
         """The body was rewritten: from now on, its analysis is ``analysis``."""

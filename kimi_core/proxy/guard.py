@@ -134,12 +134,16 @@ class KimiGuard:
         assert call.analysis is not None
         if not matters and call.parsed is not None:
             # The body names no model we could read: its parse says which (quick), then decide.
-            parsed = await call.parsed
+            parsed = call.parsed.result() if await call.settled(call.parsed) else None
             model = parsed.request.model if parsed is not None and parsed.request is not None else None
             if not self._may_matter(len(flow.request.raw_content or b""), [model], call.provider):
                 call.when_analysed(lambda: self._judge(flow, call))
                 return
-        await asyncio.wait([call.analysis])  # its failure is the meter's to report: then no judgement
+        # Its failure is the meter's to report: then no judgement. Past the deadline the
+        # request goes on unjudged; the figures come into its row when the count ends.
+        if not await call.settled(call.analysis):
+            call.when_analysed(lambda: self._judge(flow, call))
+            return
         self._judge(flow, call)
         decision = call.decision
         if decision is not None and decision.refuse and not await self._rescue(flow, call):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Coroutine
 
 from mitmproxy import ctx, exceptions, http
@@ -124,10 +125,17 @@ class KimiMeter:
             "kimi_max_body_mb", int, 32,
             "Request bodies larger than this are forwarded but not parsed or counted.",
         )
+        loader.add_option(
+            "kimi_analysis_ms", int, 10_000,
+            "Longest a request is held for its analysis (parse, count, compaction): past it, the request "
+            "goes on as sent, unjudged, and its row says so.",
+        )
 
     def configure(self, updated: set[str]) -> None:
         if "kimi_max_body_mb" in updated and ctx.options.kimi_max_body_mb <= 0:
             raise exceptions.OptionsError("kimi_max_body_mb must be a positive number of megabytes")
+        if "kimi_analysis_ms" in updated and ctx.options.kimi_analysis_ms <= 0:
+            raise exceptions.OptionsError("kimi_analysis_ms must be a positive number of milliseconds")
 
     def running(self) -> None:
         # Load tiktoken's vocabularies now, in a thread, rather than on the first request.
@@ -155,6 +163,8 @@ class KimiMeter:
             return
         raw = flow.request.raw_content
         loop = asyncio.get_running_loop()
+        call.budget_ms = ctx.options.kimi_analysis_ms
+        call.deadline = time.monotonic() + call.budget_ms / 1000
         call.parsed = loop.create_future()
         call.analysis = loop.create_future()
         args = (raw, flow.request.headers.get("content-encoding", ""), call.route, flow.request.path,
@@ -184,7 +194,8 @@ class KimiMeter:
             return
         _resolve(call.parsed, result)
         counting = asyncio.get_running_loop().run_in_executor(
-            self.kimi.analyser, analysis.count, result, prior, self.kimi.counter, self.kimi.recent)
+            self.kimi.analyser, analysis.count, result, prior, self.kimi.counter, self.kimi.recent,
+            call.deadline, call.budget_ms)
         counting.add_done_callback(lambda _: _copy(counting, call.analysis))
 
     def _analyse_inline(self, call: LLMCall, args: tuple) -> None:
@@ -192,7 +203,8 @@ class KimiMeter:
         try:
             result, prior = analysis.parse(*args)
             _resolve(call.parsed, result if result.request is not None and not result.error else None)
-            call.analysis.set_result(analysis.count(result, prior, self.kimi.counter, self.kimi.recent))
+            call.analysis.set_result(analysis.count(result, prior, self.kimi.counter, self.kimi.recent,
+                                                    call.deadline, call.budget_ms))
         except Exception as e:  # noqa: BLE001 -- reported by _analysed, like a failure in a thread
             call.analysis.set_exception(e)
 
