@@ -87,6 +87,8 @@ class Metrics:
         self.memory_queue = Gauge("memory_queue_depth", "User messages waiting for extraction.", registry=r)
         self.memory_dropped = Counter("memory_dropped", "User messages dropped because the queue was full.",
                                       registry=r)
+        self.memory_abandoned = Counter("memory_abandoned", "User messages whose reading took over its budget.",
+                                        registry=r)
         r.register(StoreCollector(store))
 
     def model_label(self, model: str) -> str:

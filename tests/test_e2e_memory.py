@@ -187,3 +187,48 @@ def test_metric_label_sets_are_bounded():
               if line.startswith("kimi_requests_total{")}
     assert len(models) == MAX_MODELS + 1 and "other" in models and "\x1b" not in exposed
     assert sum(line.startswith("kimi_session_turns_left{") for line in exposed.splitlines()) == MAX_SESSIONS
+
+
+def children(pid):
+    """The processes ``pid`` started (its memory reader)."""
+    found = set()
+    for task in (f"/proc/{pid}/task/{t}/children" for t in __import__("os").listdir(f"/proc/{pid}/task")):
+        try:
+            with open(task) as f:
+                found.update(int(c) for c in f.read().split())
+        except FileNotFoundError:
+            pass
+    return found
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_shutdown_takes_seconds_while_the_reader_has_half_a_minute_of_work(fake, tmp_path):
+    """2,000 long messages full of statements queued: mitmdump stops in seconds, its reader with it."""
+    options = {"kimi_guard": "false", "kimi_max_body_mb": "64"}
+    with Mitmdump(tmp_path, upstream_port=fake.port, options=options) as proxy:
+        client = openai_client(proxy)
+        for part in range(2):
+            messages = [{"role": "user", "content": ". ".join(f"I prefer tool {part}-{i}-{j}" for j in range(1200))}
+                        for i in range(1000)]
+            client.chat.completions.create(model="gpt-4.1", messages=messages)
+        wait_rows(proxy.db, count=2, timeout=60)
+        assert memories(proxy, timeout=60), "the reader never started"
+        readers = children(proxy.proc.pid)
+        assert readers
+        started = time.monotonic()
+        assert proxy.stop(timeout=60) == 0
+        stopped = time.monotonic() - started
+        deadline = time.monotonic() + 10
+        while any(alive(pid) for pid in readers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(alive(pid) for pid in readers), "the memory reader outlived mitmdump"
+        assert re.search(r"shutting down with \d+ user message\(s\) not read for memories", proxy.log())
+        # Reading what was queued takes about half a minute; shutdown waits at most 3 s for it.
+        assert stopped < 10, f"mitmdump took {stopped:.1f} s to stop"

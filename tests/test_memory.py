@@ -93,3 +93,30 @@ def test_pathological_messages_are_read_in_linear_time(text):
     started = time.perf_counter()
     extract(text)
     assert time.perf_counter() - started < 2  # milliseconds here
+
+
+def test_the_reader_gives_up_a_batch_over_its_budget_and_reads_the_next_in_a_new_process():
+    import asyncio
+    import multiprocessing
+    import time
+
+    from kimi_core.proxy.memory import Abandoned, Reader
+
+    async def main():
+        reader = Reader(budget=1.0)
+        assert await reader.run(abs, -3) == 3  # the process starts with the first batch
+        [first] = multiprocessing.active_children()
+        with pytest.raises(Abandoned):
+            await reader.run(time.sleep, 60)
+        assert not first.is_alive()
+        assert await reader.run(abs, -4) == 4
+        [second] = multiprocessing.active_children()
+        assert second.pid != first.pid
+        started = time.monotonic()
+        busy = asyncio.ensure_future(reader.run(time.sleep, 60))
+        await asyncio.sleep(0)
+        await asyncio.to_thread(reader.close)  # closing does not wait for the batch
+        assert time.monotonic() - started < 30 and not second.is_alive()
+        busy.cancel()
+
+    asyncio.run(main())

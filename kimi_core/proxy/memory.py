@@ -4,7 +4,7 @@ Once a request is parsed, the user messages new to Kimi go to a bounded
 asyncio queue (never awaited by the request: a full queue drops the message
 and counts it). Workers read in batches, after a pause in the traffic. ``kimi_memory_workers`` tasks, started when the proxy starts
 and drained when it stops, run the rule-based extraction in a process of
-their own at a lower priority (see ``reader``) and, when ``kimi_memory_llm``
+their own at a lower priority (see ``Reader``) and, when ``kimi_memory_llm``
 is set, ask an OpenAI-compatible model about the messages the lexical filter
 let through. That call goes straight
 from this process to the model (``trust_env=False``: not through a proxy set
@@ -19,9 +19,12 @@ import concurrent.futures
 import hashlib
 import logging
 import multiprocessing
+import multiprocessing.pool
 import os
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from mitmproxy import ctx, exceptions, http
@@ -37,8 +40,9 @@ logger = logging.getLogger(__name__)
 QUEUE_SIZE = 2000  # messages of at most memory.MAX_TEXT characters: 40 MB at worst
 BATCH = 32  # messages read in one call to the reader process
 QUIET = 0.25  # seconds without a new request before reading: extraction yields to traffic
-SEEN_SIZE = 100_000  # user messages remembered as already read
-DRAIN_SECONDS = 10.0
+SEEN_SIZE = 50_000  # user messages remembered as already read (about 5 MB)
+DRAIN_SECONDS = 3.0  # what is still queued at shutdown is read for this long, then dropped
+READ_BUDGET = 20.0  # seconds for one batch (they take under a second): past it, the reader is stopped
 LLM_TIMEOUT = 20.0
 
 
@@ -54,19 +58,68 @@ def _lower_priority() -> None:
         os.nice(10)
 
 
-def reader() -> concurrent.futures.Executor:
-    """Where messages are read: a process of its own at a lower priority.
+class Abandoned(Exception):
+    """The reader took longer than its budget: its process was stopped, the batch dropped."""
+
+
+class Reader:
+    """Where messages are read: a process of its own at a lower priority, stopped at will.
 
     In a thread of the proxy's process, reading holds the GIL and the event
     loop waits for it (a burst of long messages added 15-40% to p50 latency);
-    in a lower-priority process it takes only the CPU the proxy leaves.
+    in a lower-priority process it takes only the CPU the proxy leaves. Unlike
+    a thread, a process can be stopped in the middle of its work: a batch
+    that takes longer than ``budget`` seconds (a reading gone pathological)
+    is given up and the process replaced, and closing never waits for one.
+    The process starts with the first batch.
     """
-    try:
-        return concurrent.futures.ProcessPoolExecutor(
-            max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_lower_priority)
-    except (OSError, ValueError, NotImplementedError) as e:  # no processes here: a thread will do
-        logger.warning("kimi: cannot start the memory reader process (%s); reading in a thread", e)
-        return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kimi-memory")
+
+    def __init__(self, budget: float = READ_BUDGET) -> None:
+        self.budget = budget
+        self._pool: multiprocessing.pool.Pool | None = None
+        self._thread: concurrent.futures.ThreadPoolExecutor | None = None  # where processes cannot start
+
+    async def run(self, fn: Callable[[Any], Any], arg: Any) -> Any:
+        """``fn(arg)`` in the reader; raises ``Abandoned`` past the budget."""
+        loop = asyncio.get_running_loop()
+        if self._pool is None and self._thread is None:
+            try:
+                self._pool = multiprocessing.get_context("spawn").Pool(1, initializer=_lower_priority)
+            except (OSError, ValueError, NotImplementedError) as e:
+                logger.warning("kimi: cannot start the memory reader process (%s); reading in a thread", e)
+                self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kimi-memory")
+        if self._thread is not None:  # a thread cannot be stopped: no budget there
+            return await loop.run_in_executor(self._thread, fn, arg)
+        assert self._pool is not None
+        future = loop.create_future()
+
+        def settle(how: Callable[[Any], None], value: Any) -> None:
+            if not future.done():
+                how(value)
+
+        def back(how: Callable[[Any], None]) -> Callable[[Any], None]:
+            def callback(value: Any) -> None:  # in the pool's result thread
+                try:
+                    loop.call_soon_threadsafe(settle, how, value)
+                except RuntimeError:  # the loop is closed: nobody is waiting any more
+                    pass
+            return callback
+
+        self._pool.apply_async(fn, (arg,), callback=back(future.set_result), error_callback=back(future.set_exception))
+        try:
+            return await asyncio.wait_for(future, self.budget)
+        except TimeoutError:
+            await asyncio.to_thread(self.close)  # the next batch starts a new process
+            raise Abandoned from None
+
+    def close(self) -> None:
+        """Stop the process now, whatever it is doing."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+        if self._thread is not None:
+            self._thread.shutdown(wait=False, cancel_futures=True)
 
 
 class KimiMemory:
@@ -74,8 +127,8 @@ class KimiMemory:
         self.kimi = kimi
         self.queue: asyncio.Queue[Job] | None = None
         self._workers: list[asyncio.Task] = []
-        self._seen: OrderedDict[tuple[str | None, int, bytes], None] = OrderedDict()
-        self._reader: concurrent.futures.Executor | None = None
+        self._seen: OrderedDict[bytes, None] = OrderedDict()  # digests of (session, index, text)
+        self._reader: Reader | None = None
         self._client: httpx.AsyncClient | None = None
         self._last_request = 0.0
         self._draining = False
@@ -105,7 +158,7 @@ class KimiMemory:
         if self.queue is not None:
             return
         self.queue = asyncio.Queue(maxsize=QUEUE_SIZE)
-        self._reader = reader()
+        self._reader = Reader()
         self._client = httpx.AsyncClient(trust_env=False, timeout=LLM_TIMEOUT)
         self._workers = [asyncio.create_task(self._work(), name=f"kimi-memory-{i}")
                          for i in range(ctx.options.kimi_memory_workers)]
@@ -126,7 +179,7 @@ class KimiMemory:
         if self._client is not None:
             await self._client.aclose()
         if self._reader is not None:
-            self._reader.shutdown(wait=False, cancel_futures=True)
+            await asyncio.to_thread(self._reader.close)
 
     # -- collecting ------------------------------------------------------------------------------
 
@@ -145,8 +198,8 @@ class KimiMemory:
         for message in parsed.request.messages:
             if message.role != "user" or not message.text.strip():
                 continue
-            key = (session, message.index, hashlib.blake2b(message.text.encode("utf-8", "surrogatepass"),
-                                                           digest_size=16).digest())
+            key = hashlib.blake2b(f"{session}\0{message.index}\0{message.text}".encode("utf-8", "surrogatepass"),
+                                  digest_size=16).digest()
             if key in self._seen:
                 self._seen.move_to_end(key)
                 continue
@@ -194,15 +247,15 @@ class KimiMemory:
 
     async def _extract(self, jobs: list[Job]) -> None:
         metrics = self.kimi.metrics
-        loop = asyncio.get_running_loop()
         texts = [job.text for job in jobs]
         assert self._reader is not None
         try:
-            results = await loop.run_in_executor(self._reader, memory.read_all, texts)
-        except concurrent.futures.BrokenExecutor:  # the reading process died: read here from now on
-            logger.warning("kimi: the memory reader process stopped; reading in a thread instead")
-            self._reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kimi-memory")
-            results = await loop.run_in_executor(self._reader, memory.read_all, texts)
+            results = await self._reader.run(memory.read_all, texts)
+        except Abandoned:
+            logger.warning("kimi: reading %d user message(s) for memories took over %.0f s: given up, "
+                           "the reader restarted", len(texts), self._reader.budget)
+            metrics.memory_abandoned.inc(len(texts))
+            return
         for job, (words, passed, found, seconds) in zip(jobs, results, strict=True):
             metrics.memory_duration.observe(seconds)
             if not passed:

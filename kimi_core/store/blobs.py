@@ -53,6 +53,9 @@ def _redacted(text: str) -> bytes:
         return redact_text(text.encode("utf-8", "surrogatepass").decode("utf-8", "backslashreplace")).encode()
 
 
+HISTORY_HASHES = 400_000  # message hashes kept for the histories that later turns resume (about 50 MB)
+
+
 class Blobs:
     """Turns body parts into content-addressed blobs (writer thread only).
 
@@ -66,7 +69,7 @@ class Blobs:
     # retention needs minutes, not every turn (that would be O(history) per turn).
     TOUCH_EVERY = datetime.timedelta(minutes=5)
 
-    def __init__(self, size: int = 200_000) -> None:
+    def __init__(self, size: int = 100_000) -> None:
         self.known: OrderedDict[str, str] = OrderedDict()  # blob in the database -> its last_used there
         self._unwritten: dict[str, str] = {}  # later uses not yet written to last_used
         self._seen: OrderedDict[bytes, str] = OrderedDict()  # JSON text hash -> blob hash
@@ -128,8 +131,11 @@ class Blobs:
             self._histories[record.seq] = (prepared.row.get("ts") or "", hashes)
             if record.prior_seq is not None:
                 self._histories.pop(record.prior_seq, None)  # the conversation moved on
-            while len(self._histories) > 64:
-                self._histories.popitem(last=False)
+            # At most 64 histories and HISTORY_HASHES hashes in all (a few 200,000-message
+            # histories would otherwise hold gigabytes); the newest is always kept.
+            total = sum(len(h) for _, h in self._histories.values())
+            while len(self._histories) > 1 and (len(self._histories) > 64 or total > HISTORY_HASHES):
+                total -= len(self._histories.popitem(last=False)[1][1])
         return hashes
 
     def part(self, prepared: Prepared, value: Any) -> str:
