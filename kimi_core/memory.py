@@ -33,6 +33,7 @@ from typing import Any
 
 PREFERENCE, INTENTION, CONSTRAINT = "preference", "intention", "constraint"
 KINDS = (PREFERENCE, INTENTION, CONSTRAINT)
+MAX_STATEMENTS = 16  # per message: a pasted list of 1,200 "I prefer ..." lines is not the user's 1,200 statements
 MAX_TEXT = 20_000  # characters of a message looked at; pasted logs beyond that are not the user's words
 
 _FENCED = re.compile(r"```.*?(?:```|\Z)|~~~.*?(?:~~~|\Z)", re.DOTALL)
@@ -328,6 +329,8 @@ def read(text: str) -> tuple[str, bool, list[Memory]]:
         memory = classify(sentence)
         if memory is not None:
             found.setdefault((memory.kind, memory.content), memory)
+            if len(found) >= MAX_STATEMENTS:
+                break
     return words, True, list(found.values())
 
 

@@ -85,7 +85,7 @@ class Metrics:
         self.memory_llm_calls = Counter("memory_preferences_llm_calls", "Calls to the language-model stage.",
                                         ["outcome"], registry=r)
         self.memory_queue = Gauge("memory_queue_depth", "User messages waiting for extraction.", registry=r)
-        self.memory_dropped = Counter("memory_dropped", "User messages dropped because the queue was full.",
+        self.memory_dropped = Counter("memory_dropped", "User messages dropped: the queue was full, or the database writer behind.",
                                       registry=r)
         self.memory_abandoned = Counter("memory_abandoned", "User messages whose reading took over its budget.",
                                         registry=r)

@@ -10,6 +10,7 @@ Before Kimi bounded its decoders, the other flows waited 26 to 55 s and
 """
 
 import hashlib
+import json
 import threading
 import time
 import uuid
@@ -31,7 +32,9 @@ PATIENCE = 10.0  # seconds any of the other requests may take (they take millise
 @pytest.fixture(scope="module")
 def proxy(fake, tmp_path_factory):
     gzip_bomb("json"), gzip_bomb("sse")  # made once, before anything is measured
-    with Mitmdump(tmp_path_factory.mktemp("bombs"), upstream_port=fake.port) as running:
+    # The huge bodies are judged however long it takes on a loaded machine (3.5 s idle, over 10 s busy).
+    options = {"kimi_analysis_ms": "300000"}
+    with Mitmdump(tmp_path_factory.mktemp("bombs"), upstream_port=fake.port, options=options) as running:
         yield running
 
 
@@ -103,4 +106,47 @@ def test_a_request_that_inflates_to_a_gigabyte(proxy, fake):
     assert sent["body"] == body  # upstream as sent
     [row] = wait_rows(proxy.db, "path LIKE ?", (f"%{marker}%",))
     assert "inflating past the 32 MB analysis limit" in row["error"]
+    assert rss_mb(proxy.proc.pid) - before < 300
+
+
+def alongside(proxy, big):
+    """Small requests, one after another, for as long as ``big`` runs in a thread (and OTHERS at least)."""
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault("big", big()))
+    thread.start()
+    others = []
+    with httpx.Client(proxy=proxy.url, verify=trust(proxy), timeout=60) as c:
+        while thread.is_alive() or len(others) < OTHERS:
+            others.append(small_call(c))
+    thread.join()
+    return result["big"], others
+
+
+@pytest.mark.parametrize("shape", ["200,000 messages", "one 20 MB line"])
+def test_a_huge_body_costs_the_other_flows_nothing_and_leaves_bounded_memory(proxy, fake, shape):
+    """Parsed, counted and refused (2,000,000 tokens and more) while other requests go on."""
+    model = f"huge-{uuid.uuid4().hex[:8]}"
+    if shape == "200,000 messages":
+        messages = [{"role": "user", "content": f"message {i} of many"} for i in range(200_000)]
+    else:
+        messages = [{"role": "user", "content": "word " * 4_000_000}]
+    body = json.dumps({"model": model, "messages": messages}).encode()
+    before = rss_mb(proxy.proc.pid)
+
+    def big():
+        with client(proxy) as c:
+            return c.post("https://api.openai.com/v1/chat/completions", content=body,
+                          headers={"content-type": "application/json"})
+
+    reply, others = alongside(proxy, big)
+    assert reply.status_code == 400 and reply.json()["error"]["code"] == "context_length_exceeded"
+    assert max(others) < PATIENCE, others
+    [row] = wait_rows(proxy.db, "model = ?", (model,), timeout=60)
+    assert row["action"] == "rejected" and row["prompt_tokens_est"] > 1_000_000
+    # Once the work is over, what stays are bounded caches (counts, blobs, messages read): 150 MB at most.
+    deadline = time.monotonic() + 60
+    with client(proxy) as c:
+        while rss_mb(proxy.proc.pid) - before >= 300 and time.monotonic() < deadline:
+            small_call(c)
+            time.sleep(0.1)
     assert rss_mb(proxy.proc.pid) - before < 300

@@ -215,7 +215,8 @@ def test_shutdown_takes_seconds_while_the_reader_has_half_a_minute_of_work(fake,
     with Mitmdump(tmp_path, upstream_port=fake.port, options=options) as proxy:
         client = openai_client(proxy)
         for part in range(2):
-            messages = [{"role": "user", "content": ". ".join(f"I prefer tool {part}-{i}-{j}" for j in range(1200))}
+            # One statement each (said 1,200 times), but 1,200 sentences to read: about 40 ms a message.
+            messages = [{"role": "user", "content": ". ".join(f"I prefer tool {part}-{i}" for _ in range(1200))}
                         for i in range(1000)]
             client.chat.completions.create(model="gpt-4.1", messages=messages)
         wait_rows(proxy.db, count=2, timeout=60)
@@ -229,6 +230,7 @@ def test_shutdown_takes_seconds_while_the_reader_has_half_a_minute_of_work(fake,
         while any(alive(pid) for pid in readers) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not any(alive(pid) for pid in readers), "the memory reader outlived mitmdump"
-        assert re.search(r"shutting down with \d+ user message\(s\) not read for memories", proxy.log())
+        assert re.search(r"shutting down with \d+ user message\(s\) not read for memories", proxy.log()), \
+            proxy.log()[-3000:]
         # Reading what was queued takes about half a minute; shutdown waits at most 3 s for it.
         assert stopped < 10, f"mitmdump took {stopped:.1f} s to stop"

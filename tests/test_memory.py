@@ -120,3 +120,11 @@ def test_the_reader_gives_up_a_batch_over_its_budget_and_reads_the_next_in_a_new
         busy.cancel()
 
     asyncio.run(main())
+
+
+def test_a_pasted_list_of_statements_yields_at_most_sixteen():
+    from kimi_core.memory import MAX_STATEMENTS, read
+    text = "\n".join(f"I prefer library{i} over framework{i}." for i in range(1200))
+    _, passed, found = read(text)
+    assert passed and len(found) == MAX_STATEMENTS == 16
+    assert found[0].kind == "preference" and "library0" in found[0].content

@@ -265,11 +265,16 @@ class KimiMemory:
                 asked = await self._ask(words)
                 if asked is not None:
                     found = asked
+            store = self.kimi.store
+            if store is not None and store.pending >= store.max_pending // 2:
+                # The writer is behind: memories wait for nothing, request rows come first.
+                metrics.memory_dropped.inc()
+                continue
             for m in found:
                 metrics.memory_extracted.labels(m.kind).inc()
                 metrics.memory_confidence.observe(m.confidence)
-                if self.kimi.store is not None:
-                    self.kimi.store.submit(MemoryRecord(job.session_id, job.provider, m.kind, m.content,
+                if store is not None:
+                    store.submit(MemoryRecord(job.session_id, job.provider, m.kind, m.content,
                                                         m.source_text, m.confidence))
 
     async def _ask(self, words: str) -> list[memory.Memory] | None:

@@ -157,6 +157,7 @@ class KimiRecorder:
             prior_seq=result.prior_seq if result else None,
             reused=result.reused if result else 0,
         ))
+        call.release()
 
     def done(self) -> None:
         for flow, call in list(self._awaiting.values()):
