@@ -16,6 +16,7 @@ except ImportError:  # loaded by path from a plain checkout
 from kimi_core.proxy import (
     KimiCompactor,
     KimiContext,
+    KimiConversations,
     KimiGuard,
     KimiMemory,
     KimiMeter,
@@ -34,6 +35,7 @@ calls = [
     KimiTraffic(kimi),
     KimiSessions(kimi),
     KimiMeter(kimi),
+    KimiConversations(kimi),
     KimiCompactor(kimi),
     KimiGuard(kimi),
     KimiMemory(kimi),

@@ -122,15 +122,22 @@ def test_a_body_that_is_not_an_object_raises_body_error(dialect, body):
 @pytest.mark.parametrize("dialect,body,usage", [
     ("openai-chat", {"usage": {"prompt_tokens": 10, "completion_tokens": 2,
                                "prompt_tokens_details": {"cached_tokens": 4}}}, Usage(10, 2, 4)),
+    ("openai-chat", {"usage": {"prompt_tokens": 10, "completion_tokens": 90,
+                               "completion_tokens_details": {"reasoning_tokens": 64}}},
+     Usage(10, 90, None, reasoning_tokens=64)),
     ("openai-chat", {"choices": []}, Usage(None, None, None)),
     ("openai-responses", {"usage": {"input_tokens": 10, "output_tokens": 2,
-                                    "input_tokens_details": {"cached_tokens": 1}}}, Usage(10, 2, 1)),
+                                    "input_tokens_details": {"cached_tokens": 1},
+                                    "output_tokens_details": {"reasoning_tokens": 1}}}, Usage(10, 2, 1, None, 1)),
     # Anthropic: total input is the sum of the three input fields.
     ("anthropic", {"usage": {"input_tokens": 5, "cache_creation_input_tokens": 100,
-                             "cache_read_input_tokens": 1000, "output_tokens": 7}}, Usage(1105, 7, 1000)),
+                             "cache_read_input_tokens": 1000, "output_tokens": 7}}, Usage(1105, 7, 1000, 100)),
     ("anthropic", {"usage": {"input_tokens": 5, "output_tokens": 7}}, Usage(5, 7, None)),
     ("gemini", {"usageMetadata": {"promptTokenCount": 50, "candidatesTokenCount": 5,
-                                  "thoughtsTokenCount": 20, "cachedContentTokenCount": 30}}, Usage(50, 25, 30)),
+                                  "thoughtsTokenCount": 20, "cachedContentTokenCount": 30}},
+     Usage(50, 25, 30, reasoning_tokens=20)),
+    ("bedrock-converse", {"usage": {"inputTokens": 5, "cacheReadInputTokens": 10, "cacheWriteInputTokens": 20,
+                                    "outputTokens": 3}}, Usage(35, 3, 10, 20)),
 ])
 def test_response_usage(dialect, body, usage):
     assert dialects.parse_response(dialect, body).usage == usage
@@ -278,3 +285,38 @@ def test_images_cost_what_the_provider_charges(dialect, image):
     without = {"messages": [{"role": "user", "content": [{"type": "text", "text": "what is this"}]}]}
     expected = 765 if dialect == "openai-chat" else 1398  # a 1024x1024 image, by each formula
     assert tokens(dialect, with_image) - tokens(dialect, without) == expected
+
+
+@pytest.mark.parametrize("dialect,body,asks", [
+    ("openai-chat", {"id": "chatcmpl-1", "choices": [{"finish_reason": "tool_calls", "message": {
+        "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}}]}, True),
+    ("openai-chat", {"id": "chatcmpl-1", "choices": [{"finish_reason": "stop", "message": {"content": "hi"}}]}, False),
+    ("openai-responses", {"id": "resp_1", "output": [{"type": "function_call", "name": "shell"}]}, True),
+    ("openai-responses", {"id": "resp_1", "output": [{"type": "web_search_call"}, {"type": "message"}]}, False),
+    ("anthropic", {"id": "msg_1", "stop_reason": "tool_use", "content": [{"type": "tool_use", "name": "Task"}]}, True),
+    ("anthropic", {"id": "msg_1", "stop_reason": "end_turn", "content": [{"type": "text", "text": "hi"}]}, False),
+    ("gemini", {"responseId": "r1", "candidates": [{"content": {"parts": [{"functionCall": {"name": "ls"}}]}}]}, True),
+    ("bedrock-converse", {"stopReason": "tool_use", "output": {"message": {"content": []}}}, True),
+])
+def test_an_answer_says_whether_it_asks_for_a_tool_and_its_id(dialect, body, asks):
+    reply = dialects.parse_response(dialect, body)
+    assert reply.tool_calls is asks
+    assert reply.id == {"openai-chat": "chatcmpl-1", "openai-responses": "resp_1", "anthropic": "msg_1",
+                        "gemini": "r1", "bedrock-converse": None}[dialect]
+
+
+def test_a_stream_says_it_asks_for_a_tool():
+    from kimi_core.dialects import anthropic, openai_chat, openai_responses
+    reader = anthropic.StreamReader()
+    reader.feed_payload("message_start", {"message": {"id": "msg_9", "usage": {"input_tokens": 3}}})
+    reader.feed_payload("content_block_start", {"content_block": {"type": "tool_use", "name": "Task"}})
+    assert reader.reply.tool_calls and reader.reply.id == "msg_9"
+    chat = openai_chat.StreamReader()
+    chat.feed_payload(None, {"id": "c1", "choices": [{"delta": {"content": "hi"}}]})
+    assert not chat.reply.tool_calls
+    chat.feed_payload(None, {"id": "c1", "choices": [{"delta": {"tool_calls": [{"index": 0}]}}]})
+    assert chat.reply.tool_calls and chat.reply.id == "c1"
+    responses = openai_responses.StreamReader()
+    responses.feed_payload("response.output_item.added", {"item": {"type": "function_call"}})
+    responses.feed_payload("response.completed", {"response": {"id": "resp_2", "output": []}})
+    assert responses.reply.tool_calls and responses.reply.id == "resp_2"

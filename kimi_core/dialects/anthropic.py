@@ -129,6 +129,7 @@ def usage_from(u: Any) -> Usage:
         prompt_tokens=sum(known) if known else None,
         completion_tokens=as_int(u.get("output_tokens")),
         cached_tokens=parts[2],
+        cache_write_tokens=parts[1],
     )
 
 
@@ -139,6 +140,9 @@ def parse_response(body: Any) -> Reply:
         text=blocks_text(body.get("content"))[0],
         usage=usage_from(body.get("usage")),
         error=error_message(body),
+        id=as_str(body.get("id")) or None,
+        tool_calls=body.get("stop_reason") == "tool_use"
+        or any(as_dict(b).get("type") == "tool_use" for b in as_list(body.get("content"))),
     )
 
 
@@ -152,13 +156,19 @@ class StreamReader(base.StreamReader):
         if kind == "message_start":
             message = as_dict(payload.get("message"))
             self.reply.model = as_str(message.get("model")) or self.reply.model
+            self.reply.id = as_str(message.get("id")) or self.reply.id
             self.reply.usage.merge(usage_from(message.get("usage")))
+        elif kind == "content_block_start":
+            if as_dict(payload.get("content_block")).get("type") == "tool_use":
+                self.reply.tool_calls = True
         elif kind == "content_block_delta":
             delta = as_dict(payload.get("delta"))
             self._parts.append(as_str(delta.get("text")))
         elif kind == "message_delta":
             # Output is cumulative; input fields, when present, are final counts.
             self.reply.usage.merge(usage_from(payload.get("usage")))
+            if as_dict(payload.get("delta")).get("stop_reason") == "tool_use":
+                self.reply.tool_calls = True
         elif kind == "error" or kind == "exception" or kind.endswith("Exception"):  # Bedrock: exception frames
             self.reply.error = error_message(payload) or dump(payload)
             self.finished = True

@@ -71,12 +71,14 @@ class LLMRequest:
 class Usage:
     """What the provider says it billed; None where it did not say."""
 
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    cached_tokens: int | None = None
+    prompt_tokens: int | None = None  # the whole prompt, cached parts included
+    completion_tokens: int | None = None  # reasoning included
+    cached_tokens: int | None = None  # of the prompt, read from the provider's cache
+    cache_write_tokens: int | None = None  # of the prompt, written to the cache (Anthropic, Bedrock)
+    reasoning_tokens: int | None = None  # of the completion
 
     def merge(self, other: Usage) -> None:
-        for name in ("prompt_tokens", "completion_tokens", "cached_tokens"):
+        for name in ("prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens"):
             value = getattr(other, name)
             if value is not None:
                 setattr(self, name, value)
@@ -90,6 +92,8 @@ class Reply:
     text: str = ""
     usage: Usage = field(default_factory=Usage)
     error: str | None = None
+    id: str | None = None  # the provider's id for the answer (what ``previous_response_id`` names)
+    tool_calls: bool = False  # the answer asks the client to run a tool: the agent's turn goes on
 
 
 def call_names(messages: tuple[Message, ...]) -> dict[str, str]:

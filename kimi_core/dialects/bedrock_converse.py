@@ -128,7 +128,7 @@ def usage_from(u: Any) -> Usage:
     parts = [as_int(u.get(k)) for k in ("inputTokens", "cacheReadInputTokens", "cacheWriteInputTokens")]
     known = [p for p in parts if p is not None]
     return Usage(prompt_tokens=sum(known) if known else None, completion_tokens=as_int(u.get("outputTokens")),
-                 cached_tokens=parts[1])
+                 cached_tokens=parts[1], cache_write_tokens=parts[2])
 
 
 def error_of(body: dict[str, Any]) -> str | None:
@@ -140,7 +140,7 @@ def parse_response(body: Any) -> Reply:
     body = as_object(body)
     message = as_dict(as_dict(body.get("output")).get("message"))
     return Reply(text=blocks_text(message.get("content"))[0], usage=usage_from(body.get("usage")),
-                 error=error_of(body))
+                 error=error_of(body), tool_calls=body.get("stopReason") == "tool_use")
 
 
 class StreamReader(base.StreamReader):
@@ -151,6 +151,8 @@ class StreamReader(base.StreamReader):
             return
         if event == "contentBlockDelta":
             self._parts.append(as_str(as_dict(payload.get("delta")).get("text")))
+        elif event == "messageStop":
+            self.reply.tool_calls = as_dict(payload).get("stopReason") == "tool_use"
         elif event == "metadata":
             self.reply.usage.merge(usage_from(payload.get("usage")))
             self.finished = True

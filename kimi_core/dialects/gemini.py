@@ -136,13 +136,17 @@ def usage_from(u: Any) -> Usage:
         prompt_tokens=as_int(u.get("promptTokenCount")),
         completion_tokens=out,
         cached_tokens=as_int(u.get("cachedContentTokenCount")),
+        reasoning_tokens=thoughts,
     )
 
 
 def _chunk_into(reply: Reply, chunk: dict[str, Any], parts: list[str]) -> None:
     reply.model = as_str(chunk.get("modelVersion")) or reply.model
+    reply.id = reply.id or as_str(chunk.get("responseId")) or None
     for cand in as_list(chunk.get("candidates")):
-        parts.append(parts_text(as_dict(as_dict(cand).get("content")).get("parts"))[0])
+        content_parts = as_dict(as_dict(cand).get("content")).get("parts")
+        parts.append(parts_text(content_parts)[0])
+        reply.tool_calls = reply.tool_calls or any("functionCall" in as_dict(p) for p in as_list(content_parts))
     if chunk.get("usageMetadata"):
         reply.usage.merge(usage_from(chunk["usageMetadata"]))
     if (err := error_message(chunk)) is not None:

@@ -111,20 +111,25 @@ def usage_from(u: Any) -> Usage:
         prompt_tokens=as_int(u.get("prompt_tokens")),
         completion_tokens=as_int(u.get("completion_tokens")),
         cached_tokens=as_int(as_dict(u.get("prompt_tokens_details")).get("cached_tokens")),
+        reasoning_tokens=as_int(as_dict(u.get("completion_tokens_details")).get("reasoning_tokens")),
     )
 
 
 def parse_response(body: Any) -> Reply:
     body = as_object(body)
-    texts = []
+    texts, tools = [], False
     for choice in as_list(body.get("choices")):
-        text, _ = content_text(as_dict(as_dict(choice).get("message")).get("content"))
+        message = as_dict(as_dict(choice).get("message"))
+        text, _ = content_text(message.get("content"))
         texts.append(text)
+        tools = tools or bool(as_list(message.get("tool_calls"))) or as_dict(choice).get("finish_reason") == "tool_calls"
     return Reply(
         model=as_str(body.get("model")) or None,
         text="\n".join(texts),
         usage=usage_from(body.get("usage")),
         error=error_message(body),
+        id=as_str(body.get("id")) or None,
+        tool_calls=tools,
     )
 
 
@@ -137,9 +142,12 @@ class StreamReader(base.StreamReader):
         self.reply.model = as_str(chunk.get("model")) or self.reply.model
         if (err := error_message(chunk)) is not None:
             self.reply.error = err
+        self.reply.id = self.reply.id or as_str(chunk.get("id")) or None
         for choice in as_list(chunk.get("choices")):
             delta = as_dict(as_dict(choice).get("delta"))
             if isinstance(delta.get("content"), str):
                 self._parts.append(delta["content"])
+            if delta.get("tool_calls") or as_dict(choice).get("finish_reason") == "tool_calls":
+                self.reply.tool_calls = True
         if chunk.get("usage"):
             self.reply.usage.merge(usage_from(chunk["usage"]))

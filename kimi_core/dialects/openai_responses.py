@@ -104,7 +104,17 @@ def usage_from(u: Any) -> Usage:
         prompt_tokens=as_int(u.get("input_tokens")),
         completion_tokens=as_int(u.get("output_tokens")),
         cached_tokens=as_int(as_dict(u.get("input_tokens_details")).get("cached_tokens")),
+        reasoning_tokens=as_int(as_dict(u.get("output_tokens_details")).get("reasoning_tokens")),
     )
+
+
+# Output items that the client must run and answer (hosted tools, such as web search, run at the provider).
+CLIENT_CALLS = frozenset({"function_call", "custom_tool_call", "local_shell_call", "computer_call", "shell_call",
+                          "apply_patch_call"})
+
+
+def asks_tools(response: dict[str, Any]) -> bool:
+    return any(as_dict(item).get("type") in CLIENT_CALLS for item in as_list(response.get("output")))
 
 
 def output_text(response: dict[str, Any]) -> str:
@@ -123,6 +133,8 @@ def parse_response(body: Any) -> Reply:
         text=output_text(body),
         usage=usage_from(body.get("usage")),
         error=error_message(body),
+        id=as_str(body.get("id")) or None,
+        tool_calls=asks_tools(body),
     )
 
 
@@ -135,9 +147,13 @@ class StreamReader(base.StreamReader):
         kind = event or as_str(payload.get("type"))
         if kind == "response.output_text.delta":
             self._parts.append(as_str(payload.get("delta")))
+        elif kind == "response.output_item.added":
+            self.reply.tool_calls = self.reply.tool_calls or as_dict(payload.get("item")).get("type") in CLIENT_CALLS
         elif kind in ("response.created", "response.completed", "response.incomplete", "response.failed"):
             response = as_dict(payload.get("response"))
             self.reply.model = as_str(response.get("model")) or self.reply.model
+            self.reply.id = as_str(response.get("id")) or self.reply.id
+            self.reply.tool_calls = self.reply.tool_calls or asks_tools(response)
             self.reply.usage.merge(usage_from(response.get("usage")))
             if kind == "response.failed":
                 self.reply.error = error_message(response) or "response.failed"

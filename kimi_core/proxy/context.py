@@ -19,9 +19,11 @@ from typing import Any
 
 from mitmproxy import http
 
+from kimi_core.agents import Client
 from kimi_core.analysis import Analysis, Recent
 from kimi_core.compaction import Compactor
 from kimi_core.config import Config
+from kimi_core.conversations import Conversation, ConversationTracker
 from kimi_core.dialects.base import Reply
 from kimi_core.forecast import Forecast
 from kimi_core.guard import Calibration, Decision, Fit
@@ -49,6 +51,8 @@ class LLMCall:
     host: str
     path: str  # credentials redacted
     session: Session | None = None
+    client: Client | None = None  # the agent or SDK that sent it
+    conversation: Conversation | None = None
     transport: str = HTTP  # or WEBSOCKET: one message of a socket
     route: Route | None = None  # the API and what wraps it; None when dialect is None
     analysis: asyncio.Future[Analysis] | None = None
@@ -137,6 +141,7 @@ class KimiContext:
         self.registry = self.config.registry()
         self.counter = TokenCounter()
         self.recent = Recent()
+        self.conversations = ConversationTracker()
         self.windows = Windows()
         self.calibration = Calibration()
         self.compactor = Compactor()

@@ -71,6 +71,11 @@ def request_row(flow: http.HTTPFlow, call: LLMCall) -> dict[str, Any]:
         "tokens_after": count.tokens if count and call.compaction else None,
         "compacted_results": len(call.compaction.done) if call.compaction else None,
         "transport": call.transport,
+        "agent": call.client.agent if call.client else None,
+        "agent_version": call.client.version if call.client else None,
+        "conversation_id": call.conversation.id if call.conversation else None,
+        "cache_write_tokens": usage.cache_write_tokens if usage else None,
+        "reasoning_tokens": usage.reasoning_tokens if usage else None,
         "request_bytes": len(flow.request.raw_content or b""),
         "response_bytes": (call.watcher.bytes if call.watcher is not None
                            else len(response.raw_content or b"") if response is not None else None),

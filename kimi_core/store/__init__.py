@@ -6,6 +6,7 @@ from kimi_core.store.records import (
     AlertRecord,
     ArchiveRecord,
     CalibrationRecord,
+    ConversationRecord,
     MemoryRecord,
     RequestRecord,
     SessionRecord,
@@ -13,5 +14,5 @@ from kimi_core.store.records import (
 )
 from kimi_core.store.store import Store
 
-__all__ = ["AlertRecord", "ArchiveRecord", "CalibrationRecord", "MemoryRecord", "RequestRecord", "SessionRecord", "Store",
+__all__ = ["AlertRecord", "ArchiveRecord", "CalibrationRecord", "ConversationRecord", "MemoryRecord", "RequestRecord", "SessionRecord", "Store",
            "WindowRecord", "load_archive", "load_request_body", "load_response_body"]

@@ -169,3 +169,29 @@ def m006_calibration_overhead(db: Database) -> None:
     requests = db["requests"]
     requests.add_column("calibration_overhead", float)  # prompt_tokens_cal = overhead + factor x estimate
     requests.add_column("transport", str)  # "http", or "websocket" for a call on a WebSocket
+
+
+@migrations(name="007_conversations_and_agents")
+def m007_conversations_and_agents(db: Database) -> None:
+    """Which agent made each call and which conversation it continues (see ``kimi_core.conversations``)."""
+    db["conversations"].create(
+        {
+            "id": str,  # opaque id
+            "session_id": str,  # the session its first call fell in
+            "agent": str,  # "claude-code", "codex", "gemini-cli", ..., an SDK ("openai-python"), or "unknown"
+            "agent_version": str,
+            "parent_id": str,  # the conversation whose tool call started it (a subagent), or NULL
+            "started_at": str,  # ISO 8601, UTC
+            "title": str,  # its first user message, shortened (credentials removed)
+            "first_request_id": str,
+        },
+        pk="id",
+    )
+    db["conversations"].create_index(["session_id"])
+    requests = db["requests"]
+    requests.add_column("agent", str)
+    requests.add_column("agent_version", str)
+    requests.add_column("conversation_id", str)
+    requests.add_column("cache_write_tokens", int)  # of prompt_tokens, written to the provider's cache
+    requests.add_column("reasoning_tokens", int)  # of completion_tokens
+    requests.create_index(["conversation_id"])

@@ -26,6 +26,18 @@ class SessionRecord:
 
 
 @dataclass(slots=True)
+class ConversationRecord:
+    id: str
+    session_id: str | None
+    agent: str
+    agent_version: str | None
+    parent_id: str | None
+    started_at: str
+    title: str
+    first_request_id: str
+
+
+@dataclass(slots=True)
 class AlertRecord:
     ts: str
     session_id: str | None

@@ -41,6 +41,7 @@ from kimi_core.store.records import (
     AlertRecord,
     ArchiveRecord,
     CalibrationRecord,
+    ConversationRecord,
     MemoryRecord,
     RequestRecord,
     SessionRecord,
@@ -321,6 +322,11 @@ class Store:
         if isinstance(r, SessionRecord):
             conn.execute("INSERT OR IGNORE INTO sessions (id, name, provider, started_at, mode) VALUES (?, ?, ?, ?, ?)",
                          (r.id, r.name, r.provider, r.started_at, r.mode))
+        elif isinstance(r, ConversationRecord):
+            conn.execute("INSERT OR IGNORE INTO conversations (id, session_id, agent, agent_version, parent_id, "
+                         "started_at, title, first_request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                         (r.id, r.session_id, r.agent, r.agent_version, r.parent_id, r.started_at,
+                          redact_text(r.title), r.first_request_id))
         elif isinstance(r, AlertRecord):
             conn.execute("INSERT INTO alerts (ts, session_id, request_id, level, kind, message) VALUES (?, ?, ?, ?, ?, ?)",
                          (r.ts, r.session_id, r.request_id, r.level, r.kind, redact_text(r.message)))

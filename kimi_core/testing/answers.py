@@ -82,8 +82,30 @@ def overflow_body(dialect: str | None, window: int, prompt: int) -> dict[str, An
                       "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}}
 
 
-def whole(dialect: str, model: str, prompt: int, out: int, reply: str = REPLY) -> dict[str, Any]:
-    """A non-streamed answer in ``dialect``."""
+def whole(dialect: str, model: str, prompt: int, out: int, reply: str = REPLY, tool: str | None = None) -> dict[str, Any]:
+    """A non-streamed answer in ``dialect``; with ``tool``, one that asks the client to run that tool."""
+    answer = _whole(dialect, model, prompt, out, reply)
+    if tool is None:
+        return answer
+    if dialect == "openai-chat":
+        answer["choices"][0]["message"]["tool_calls"] = [
+            {"id": "call_fake", "type": "function", "function": {"name": tool, "arguments": "{}"}}]
+        answer["choices"][0]["finish_reason"] = "tool_calls"
+    elif dialect == "openai-responses":
+        answer["output"].append({"type": "function_call", "id": "fc_fake", "call_id": "call_fake", "name": tool,
+                                 "arguments": "{}", "status": "completed"})
+    elif dialect == "anthropic":
+        answer["content"].append({"type": "tool_use", "id": "toolu_fake", "name": tool, "input": {}})
+        answer["stop_reason"] = "tool_use"
+    elif dialect == "bedrock-converse":
+        answer["output"]["message"]["content"].append({"toolUse": {"toolUseId": "t", "name": tool, "input": {}}})
+        answer["stopReason"] = "tool_use"
+    else:
+        answer["candidates"][0]["content"]["parts"].append({"functionCall": {"name": tool, "args": {}}})
+    return answer
+
+
+def _whole(dialect: str, model: str, prompt: int, out: int, reply: str) -> dict[str, Any]:
     if dialect == "openai-chat":
         return {
             "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": model,

@@ -12,6 +12,7 @@ predictable, so tests can check what the proxy recorded:
 - completion tokens = the number of streamed pieces (``X-Fake-Chunks``, default 5);
 - cached tokens = 3;
 - ``X-Fake-Prompt-Tokens`` reports exactly that many prompt tokens instead;
+- ``X-Fake-Tool: NAME`` (not streamed) answers with a call of that tool, as an agent's model does;
 - ``X-Fake-Delay-Ms`` waits that long between streamed events;
 - ``X-Fake-Status`` answers with that status and a provider-shaped error body
   (``X-Fake-Echo-Auth`` puts the ``Authorization`` header in its message);
@@ -226,7 +227,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         if not streamed:
             reply = self.server.replies.get(model, REPLY)  # type: ignore[attr-defined]
-            answer = whole(dialect, model, prompt, n, reply)
+            answer = whole(dialect, model, prompt, n, reply, self.headers.get("x-fake-tool"))
             self._send_json(200, {"response": answer} if variant == "code-assist" else answer,
                             {"x-fake-prompt-tokens": str(prompt)})
             return

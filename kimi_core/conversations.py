@@ -1,0 +1,203 @@
+"""Which conversation a call continues, and which conversation started it.
+
+An agent resends its whole history on every call; a conversation is the
+chain of calls that extend one history. A call is placed, strongest signal
+first:
+
+1. a conversation id the client sends (Codex's ``prompt_cache_key`` and
+   ``conversation_id``, the Responses API's ``previous_response_id``);
+2. the history itself: a call whose history extends (or edits the end of) a
+   conversation's last history continues it. Kimi already knows the analysis
+   a body resumed from; otherwise histories are compared from their first
+   user message on;
+3. otherwise it starts a conversation. Started while another conversation of
+   the same agent (and the same agent session, when the agent names one, as
+   Claude Code does) waits for the result of a tool it asked for, it is that
+   tool's work: a subagent, linked to its parent.
+
+Two windows of an agent working at once stay apart: their histories differ
+from the first user message on, and agents that name their sessions keep
+them apart by name. Pure logic, on the event loop: the caller passes the
+clock; every lookup is a dictionary access or a comparison of digests.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+MAX_CONVERSATIONS = 2000  # remembered, least recently seen dropped first
+PARENT_SECONDS = 1800.0  # how long a conversation waiting for a tool may have a subagent start under it
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What a call says about its conversation."""
+
+    agent: str
+    digests: tuple[bytes, ...]  # the history's items, as the analysis knows them
+    first_user: int | None  # index of the first user message in ``digests``
+    session_key: str | None = None  # an agent session (several conversations)
+    conversation_key: str | None = None  # one conversation
+    previous_response_id: str | None = None
+    prior_seq: int | None = None  # the analysis this body resumed from
+    seq: int = 0  # this body's analysis
+    title: str = ""  # the first user message, shortened (credentials already out)
+
+
+@dataclass(slots=True, eq=False)
+class Conversation:
+    id: str
+    agent: str
+    session_key: str | None
+    conversation_key: str | None
+    root: bytes | None
+    started: float
+    title: str
+    parent_id: str | None = None
+    digests: tuple[bytes, ...] = ()
+    last_seen: float = 0.0
+    calls: int = 0
+    waiting_tool: bool = False  # its last answer asked the agent to run a tool
+    seqs: set[int] = field(default_factory=set)
+    response_ids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    conversation: Conversation
+    new: bool
+    # For a call continuing a conversation: the first history item that differs from the
+    # conversation's last call (None: the history only grew), for cache-break alerts.
+    changed_at: int | None = None
+
+
+def common_prefix(a: tuple[bytes, ...], b: tuple[bytes, ...]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+class ConversationTracker:
+    def __init__(self, max_conversations: int = MAX_CONVERSATIONS) -> None:
+        self._all: OrderedDict[str, Conversation] = OrderedDict()
+        self._by_key: dict[tuple[str, str], Conversation] = {}
+        self._by_root: dict[tuple[str, bytes], list[Conversation]] = {}
+        self._by_seq: dict[int, Conversation] = {}
+        self._by_response: dict[str, Conversation] = {}
+        self._max = max_conversations
+
+    def place(self, facts: Facts, now: float) -> Placed:
+        found = self._find(facts)
+        if found is None:
+            conversation = self._start(facts, now)
+            placed = Placed(conversation, True)
+        else:
+            changed = common_prefix(found.digests, facts.digests)
+            placed = Placed(found, False, changed if changed < len(found.digests) else None)
+            conversation = found
+        self._update(conversation, facts, now)
+        return placed
+
+    def answered(self, conversation: Conversation, tool_calls: bool, response_id: str | None) -> None:
+        """The call's answer came: whether it asked for a tool, and its id for ``previous_response_id``."""
+        conversation.waiting_tool = tool_calls
+        if response_id:
+            conversation.response_ids.append(response_id)
+            self._by_response[response_id] = conversation
+            while len(conversation.response_ids) > 8:
+                self._by_response.pop(conversation.response_ids.pop(0), None)
+
+    def get(self, conversation_id: str) -> Conversation | None:
+        return self._all.get(conversation_id)
+
+    # -- finding -------------------------------------------------------------------------------
+
+    def _find(self, facts: Facts) -> Conversation | None:
+        if facts.conversation_key is not None:
+            found = self._by_key.get((facts.agent, facts.conversation_key))
+            if found is not None:
+                return found
+        if facts.previous_response_id and (found := self._by_response.get(facts.previous_response_id)):
+            return found
+        if facts.conversation_key is not None:
+            return None  # the client names a conversation Kimi has not seen: a new one
+        if facts.prior_seq is not None and (found := self._by_seq.get(facts.prior_seq)) is not None \
+                and found.agent == facts.agent and found.session_key == facts.session_key:
+            return found
+        root = self._root(facts)
+        if root is None:
+            return None
+        best, best_len = None, 0
+        for candidate in reversed(self._by_root.get((facts.agent, root), [])):  # most recent first
+            if candidate.session_key != facts.session_key:
+                continue
+            n = common_prefix(candidate.digests, facts.digests)
+            if n > best_len:
+                best, best_len = candidate, n
+        return best
+
+    @staticmethod
+    def _root(facts: Facts) -> bytes | None:
+        if facts.first_user is None or not 0 <= facts.first_user < len(facts.digests):
+            return None
+        return facts.digests[facts.first_user]
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+
+    def _start(self, facts: Facts, now: float) -> Conversation:
+        conversation = Conversation(uuid.uuid4().hex, facts.agent, facts.session_key, facts.conversation_key,
+                                    self._root(facts), now, facts.title)
+        parent = self._parent(facts, now)
+        if parent is not None:
+            conversation.parent_id = parent.id
+        self._all[conversation.id] = conversation
+        if facts.conversation_key is not None:
+            self._by_key[(facts.agent, facts.conversation_key)] = conversation
+        if conversation.root is not None:
+            self._by_root.setdefault((facts.agent, conversation.root), []).append(conversation)
+        while len(self._all) > self._max:
+            self._forget(self._all.popitem(last=False)[1])
+        return conversation
+
+    def _parent(self, facts: Facts, now: float) -> Conversation | None:
+        """The most recent conversation of this agent (and agent session) waiting for a tool's result."""
+        for candidate in reversed(self._all.values()):
+            if now - candidate.last_seen > PARENT_SECONDS:
+                break  # ordered by last use: the rest are older
+            if candidate.agent == facts.agent and candidate.session_key == facts.session_key \
+                    and candidate.waiting_tool:
+                return candidate
+        return None
+
+    def _update(self, conversation: Conversation, facts: Facts, now: float) -> None:
+        conversation.digests = facts.digests
+        conversation.last_seen = now
+        conversation.calls += 1
+        conversation.waiting_tool = False  # until its answer says otherwise
+        self._all.move_to_end(conversation.id)
+        if facts.seq:
+            conversation.seqs.add(facts.seq)
+            self._by_seq[facts.seq] = conversation
+            for old in sorted(conversation.seqs)[:-4]:  # later bodies resume from recent ones only
+                conversation.seqs.discard(old)
+                if self._by_seq.get(old) is conversation:
+                    del self._by_seq[old]
+
+    def _forget(self, conversation: Conversation) -> None:
+        if conversation.conversation_key is not None:
+            self._by_key.pop((conversation.agent, conversation.conversation_key), None)
+        if conversation.root is not None:
+            same = self._by_root.get((conversation.agent, conversation.root), [])
+            if conversation in same:
+                same.remove(conversation)
+            if not same:
+                self._by_root.pop((conversation.agent, conversation.root), None)
+        for seq in conversation.seqs:
+            if self._by_seq.get(seq) is conversation:
+                del self._by_seq[seq]
+        for response_id in conversation.response_ids:
+            self._by_response.pop(response_id, None)

@@ -1,0 +1,82 @@
+"""The agent behind each call and the conversation it continues (see ``kimi_core.conversations``).
+
+The client is read from the request's headers when it comes; the
+conversation once the body is analysed (its history's digests are what
+thread it), before its row is written. The answer then says whether the
+agent was asked to run a tool, which is what lets a subagent started
+meanwhile find its parent.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from mitmproxy import http
+
+from kimi_core import agents
+from kimi_core.conversations import Facts
+from kimi_core.proxy.context import KimiContext, LLMCall
+from kimi_core.redact import printable, redact_text
+from kimi_core.store import ConversationRecord
+from kimi_core.store.records import now_iso
+
+TITLE = 80  # characters of the first user message kept as the conversation's title
+_WRAPPED = re.compile(r"\s*<([\w-]{1,40})>.*?</\1>", re.DOTALL)  # <system-reminder>...</system-reminder>
+
+
+def title(text: str) -> str:
+    """The user's first words: context blocks the agent prepends dropped, credentials out, one short line."""
+    text = text[:4000]
+    while (m := _WRAPPED.match(text)) is not None and m.end() < len(text):
+        text = text[m.end():]
+    words = " ".join(redact_text(text).split())
+    return printable(words, newlines=False)[:TITLE]
+
+
+class KimiConversations:
+    def __init__(self, kimi: KimiContext) -> None:
+        self.kimi = kimi
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        call = self.kimi.call(flow)
+        if call is None:
+            return
+        call.client = agents.identify(flow.request.headers)
+        if call.analysis is not None:  # before the recorder's turn: the row names the conversation
+            call.when_analysed(lambda: self._place(flow, call))
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        call = self.kimi.call(flow)
+        if call is not None and call.conversation is not None and call.reply is not None:
+            self.kimi.conversations.answered(call.conversation, call.reply.tool_calls, call.reply.id)
+
+    def _place(self, flow: http.HTTPFlow, call: LLMCall) -> None:
+        result = call.original or call.result()  # the history as the client sent it, before any compaction
+        if result is None or result.request is None or result.error:
+            return
+        request = result.request
+        first = next((m for m in request.messages if m.role == "user"), None)
+        keys = agents.keys(flow.request.headers, result.body)
+        client = call.client or agents.UNKNOWN
+        facts = Facts(
+            agent=client.agent,
+            digests=tuple(result.digests or ()),
+            first_user=first.index if first is not None else None,
+            session_key=keys.session,
+            conversation_key=keys.conversation,
+            previous_response_id=keys.previous_response,
+            prior_seq=result.prior_seq,
+            seq=result.seq,
+        )
+        placed = self.kimi.conversations.place(facts, time.time())
+        call.conversation = placed.conversation
+        if placed.new:
+            placed.conversation.title = title(first.text) if first is not None else ""
+            if self.kimi.store is not None:
+                self.kimi.store.submit(ConversationRecord(
+                    placed.conversation.id, call.session.id if call.session else None, client.agent, client.version,
+                    placed.conversation.parent_id, now_iso(flow.request.timestamp_start), placed.conversation.title,
+                    flow.id))
+        if call.reply is not None:  # the answer came before the body was parsed
+            self.kimi.conversations.answered(placed.conversation, call.reply.tool_calls, call.reply.id)

@@ -1,0 +1,81 @@
+"""Agents and conversations end to end: a real mitmdump with Kimi, the fake provider, the official SDKs.
+
+The SDKs speak as the agents do where it matters here: Claude Code's
+User-Agent and session header (as claude-code 2.1.332 sends them), and a
+model that answers with a tool call (the fake's ``X-Fake-Tool``).
+"""
+
+import sqlite3
+import uuid
+
+import pytest
+from conftest import wait_rows
+from test_e2e import anthropic_client, openai_client
+
+pytestmark = pytest.mark.e2e
+
+
+def claude_code(proxy, session):
+    """An Anthropic client sending what Claude Code sends about itself."""
+    return anthropic_client(proxy).with_options(default_headers={
+        "User-Agent": "claude-cli/2.1.332 (external, sdk-cli)", "X-Claude-Code-Session-Id": session})
+
+
+def ask(client, tag, *turns, tool=None):
+    """One call whose history is ``turns`` (user, assistant, user, ...)."""
+    messages = [{"role": "user" if i % 2 == 0 else "assistant", "content": text} for i, text in enumerate(turns)]
+    headers = {"X-Fake-Tool": tool} if tool else {}
+    client.messages.create(model=tag, max_tokens=50, messages=messages, extra_headers=headers)
+
+
+def conversations(proxy, tag):
+    db = sqlite3.connect(proxy.db)
+    db.row_factory = sqlite3.Row
+    rows = wait_rows(proxy.db, "model = ?", (tag,), count=6)
+    found = {r["conversation_id"]: dict(db.execute("SELECT * FROM conversations WHERE id = ?",
+                                                   (r["conversation_id"],)).fetchone()) for r in rows}
+    return rows, found
+
+
+def test_two_windows_and_a_subagent_are_three_conversations_with_the_right_parent(proxy):
+    tag = f"claude-sonnet-4-5-{uuid.uuid4().hex[:6]}"
+    window_a, window_b = claude_code(proxy, str(uuid.uuid4())), claude_code(proxy, str(uuid.uuid4()))
+    fix, docs, explore = "Fix the parser, please", "Write the docs for the CLI", "Explore src/ and report"
+    ask(window_a, tag, fix, tool="Task")  # the main agent hands work to a subagent...
+    ask(window_b, tag, docs)  # ...while another window works on something else
+    ask(window_a, tag, explore, tool="Grep")  # the subagent, in window A's session
+    ask(window_b, tag, docs, "Which format?", "Markdown")
+    ask(window_a, tag, explore, "[grep]", "src/parser.py: 3 matches")
+    ask(window_a, tag, fix, "[Task]", "The subagent's report")  # the main agent goes on
+    rows, found = conversations(proxy, tag)
+    by_call = [r["conversation_id"] for r in rows]
+    main, other, sub = by_call[0], by_call[1], by_call[2]
+    assert by_call == [main, other, sub, other, sub, main]
+    assert len({main, other, sub}) == 3
+    assert found[sub]["parent_id"] == main and found[main]["parent_id"] is None and found[other]["parent_id"] is None
+    assert found[main]["title"] == fix and found[sub]["title"] == explore
+    assert {(r["agent"], r["agent_version"]) for r in rows} == {("claude-code", "2.1.332")}
+    assert {c["agent"] for c in found.values()} == {"claude-code"}
+    assert found[main]["session_id"] == rows[0]["session_id"]
+
+
+def test_calls_without_ids_are_threaded_by_their_history(proxy):
+    tag = f"gpt-4.1-{uuid.uuid4().hex[:6]}"
+    client = openai_client(proxy)
+
+    def chat(*turns):
+        client.chat.completions.create(model=tag, messages=[
+            {"role": "system", "content": "You are terse."},
+            *({"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(turns))])
+
+    chat("alpha task")
+    chat("beta task")
+    chat("alpha task", "ok", "alpha, step two")
+    chat("beta task", "ok", "beta, step two")
+    chat("alpha task", "ok", "alpha, step two", "done", "alpha, step three")
+    chat("beta task", "ok", "beta, step two", "done", "beta, step three")
+    rows, found = conversations(proxy, tag)
+    ids = [r["conversation_id"] for r in rows]
+    assert ids[0] != ids[1] and ids == [ids[0], ids[1]] * 3
+    assert rows[0]["agent"] == "openai-python" and rows[0]["agent_version"]
+    assert sorted(c["title"] for c in found.values()) == ["alpha task", "beta task"]
