@@ -8,6 +8,9 @@ dialect = "openai-chat"
 [models."kimi-k2-0905"]
 provider = "moonshot"
 context_window = 262144
+input_per_mtok = 0.60        # US dollars per million tokens (optional; prices
+output_per_mtok = 2.50       # otherwise come from genai-prices)
+cache_read_per_mtok = 0.15
 ```
 
 String values may use ``${ENV_VAR}``. The file is validated with pydantic; a bad
@@ -24,6 +27,7 @@ from typing import Any
 
 import pydantic
 
+from kimi_core.cost import OwnPrice
 from kimi_core.errors import ConfigError
 from kimi_core.providers import DIALECTS, Provider, Registry
 
@@ -59,6 +63,18 @@ class ModelConfig(pydantic.BaseModel):
 
     provider: str | None = None
     context_window: pydantic.PositiveInt | None = None
+    # US dollars per million tokens, for a model the price database lacks (or to override it).
+    input_per_mtok: pydantic.NonNegativeFloat | None = None
+    output_per_mtok: pydantic.NonNegativeFloat | None = None
+    cache_read_per_mtok: pydantic.NonNegativeFloat | None = None
+    cache_write_per_mtok: pydantic.NonNegativeFloat | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _price(self) -> ModelConfig:
+        others = (self.output_per_mtok, self.cache_read_per_mtok, self.cache_write_per_mtok)
+        if self.input_per_mtok is None and any(v is not None for v in others):
+            raise ValueError("a price needs input_per_mtok (and output_per_mtok)")
+        return self
 
 
 class Config(pydantic.BaseModel):
@@ -66,6 +82,12 @@ class Config(pydantic.BaseModel):
 
     providers: dict[str, ProviderConfig] = {}
     models: dict[str, ModelConfig] = {}
+
+    def prices(self) -> dict[str, OwnPrice]:
+        """The prices this file sets, by model."""
+        return {name: OwnPrice(m.input_per_mtok, m.output_per_mtok or 0.0, m.cache_read_per_mtok,
+                               m.cache_write_per_mtok)
+                for name, m in self.models.items() if m.input_per_mtok is not None}
 
     def registry(self) -> Registry:
         """The built-in providers with this file's additions and overrides."""

@@ -84,6 +84,8 @@ class Metrics:
                                        "User messages the lexical filter discarded.", registry=r)
         self.memory_llm_calls = Counter("memory_preferences_llm_calls", "Calls to the language-model stage.",
                                         ["outcome"], registry=r)
+        self.cost = Counter("kimi_cost_usd", "US dollars spent, priced from the usage providers report.",
+                            ["provider", "model"], registry=r)
         self.memory_queue = Gauge("memory_queue_depth", "User messages waiting for extraction.", registry=r)
         self.memory_dropped = Counter("memory_dropped", "User messages dropped: the queue was full, or the database writer behind.",
                                       registry=r)

@@ -79,3 +79,32 @@ def test_calls_without_ids_are_threaded_by_their_history(proxy):
     assert ids[0] != ids[1] and ids == [ids[0], ids[1]] * 3
     assert rows[0]["agent"] == "openai-python" and rows[0]["agent_version"]
     assert sorted(c["title"] for c in found.values()) == ["alpha task", "beta task"]
+
+
+def test_the_cost_of_a_call_with_cache_reads_and_writes_is_genai_prices_own_figure(proxy):
+    import genai_prices
+    tag = f"cost-{uuid.uuid4().hex[:6]}"
+    anthropic_client(proxy).messages.create(
+        model="claude-sonnet-4-5", max_tokens=50, messages=[{"role": "user", "content": f"price me {tag}"}],
+        extra_headers={"X-Fake-Prompt-Tokens": "5000", "X-Fake-Cache-Write": "1200", "X-Kimi-Session": tag})
+    [row] = wait_rows(proxy.db, "session_id = (SELECT id FROM sessions WHERE name = ?)", (tag,))
+    assert (row["prompt_tokens"], row["cached_tokens"], row["cache_write_tokens"]) == (5000, 3, 1200)
+    expected = genai_prices.calc_price(
+        genai_prices.Usage(input_tokens=row["prompt_tokens"], cache_read_tokens=3, cache_write_tokens=1200,
+                           output_tokens=row["completion_tokens"]),
+        "claude-sonnet-4-5", provider_id="anthropic")
+    assert row["cost_usd"] == pytest.approx(float(expected.total_price), rel=1e-9) and row["cost_usd"] > 0
+    assert row["cost_note"] is None
+    # Cache reads are cheaper than fresh input: the same prompt uncached would cost more.
+    uncached = genai_prices.calc_price(genai_prices.Usage(input_tokens=row["prompt_tokens"],
+                                                          output_tokens=row["completion_tokens"]),
+                                       "claude-sonnet-4-5", provider_id="anthropic")
+    assert float(uncached.total_price) != row["cost_usd"]
+
+
+def test_a_model_without_a_price_has_no_cost_and_says_why(proxy):
+    tag = f"unpriced-{uuid.uuid4().hex[:6]}"
+    openai_client(proxy).chat.completions.create(model=tag, messages=[{"role": "user", "content": "hi"}])
+    [row] = wait_rows(proxy.db, "model = ?", (tag,))
+    assert row["cost_usd"] is None
+    assert row["cost_note"] == f'no price known for {tag} (openai); add one under [models."{tag}"] in the config'

@@ -24,6 +24,7 @@ from kimi_core.analysis import Analysis, Recent
 from kimi_core.compaction import Compactor
 from kimi_core.config import Config
 from kimi_core.conversations import Conversation, ConversationTracker
+from kimi_core.cost import Prices
 from kimi_core.dialects.base import Reply
 from kimi_core.forecast import Forecast
 from kimi_core.guard import Calibration, Decision, Fit
@@ -142,6 +143,7 @@ class KimiContext:
         self.counter = TokenCounter()
         self.recent = Recent()
         self.conversations = ConversationTracker()
+        self.prices = Prices()
         self.windows = Windows()
         self.calibration = Calibration()
         self.compactor = Compactor()

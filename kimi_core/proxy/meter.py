@@ -138,8 +138,10 @@ class KimiMeter:
             raise exceptions.OptionsError("kimi_analysis_ms must be a positive number of milliseconds")
 
     def running(self) -> None:
-        # Load tiktoken's vocabularies now, in a thread, rather than on the first request.
-        asyncio.get_running_loop().run_in_executor(self.kimi.analyser, tokens.warm_up)
+        # Load tiktoken's vocabularies and the price table now, in a thread, rather than on the first request.
+        loop = asyncio.get_running_loop()
+        loop.run_in_executor(self.kimi.analyser, tokens.warm_up)
+        loop.run_in_executor(self.kimi.analyser, self.kimi.prices.warm_up)
 
     def done(self) -> None:
         self.kimi.parser.shutdown(wait=False, cancel_futures=True)

@@ -7,12 +7,14 @@ database never fails or delays a request: see ``kimi_core.store``.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import time
 from typing import Any
 
 from mitmproxy import ctx, exceptions, http
 
+from kimi_core.cost import Prices, Usage
 from kimi_core.errors import StoreError
 from kimi_core.proxy.context import KimiContext, LLMCall
 from kimi_core.store import RequestRecord, SessionRecord, Store
@@ -82,6 +84,38 @@ def request_row(flow: http.HTTPFlow, call: LLMCall) -> dict[str, Any]:
     }
 
 
+def price(prices: Prices, call: LLMCall, row: dict[str, Any], started: float | None) -> None:
+    """The row's cost: from the usage the provider reported; a refused call cost nothing."""
+    if call.dialect is None:
+        return
+    if call.action == "rejected":
+        row.update(cost_usd=0.0, cost_note="refused by Kimi: never sent")
+        return
+    model, prompt = row["model"], row["prompt_tokens"]
+    note = None
+    if prompt is None:
+        status = row["status_code"]
+        if status is None or status >= 400:
+            row.update(cost_usd=0.0 if status else None, cost_note=f"no usage reported (status {status})")
+            return
+        # Answered without usage (a stream that did not ask for it): Kimi's own count instead.
+        prompt = row["prompt_tokens_cal"] or row["prompt_tokens_est"]
+        if prompt is None:
+            row.update(cost_note="no usage reported, and the prompt was not counted")
+            return
+        note = "estimated: the provider reported no usage"
+    text = call.reply.text if call.reply else ""
+    usage = Usage(int(prompt), row["completion_tokens"] or (len(text) // 4 if note else 0),
+                  row["cached_tokens"] or 0, row["cache_write_tokens"] or 0)
+    when = datetime.datetime.fromtimestamp(started, datetime.UTC) if started else None
+    found = prices.price(call.provider, model, usage, when)
+    row["cost_usd"] = round(found.usd, 8) if found.usd is not None else None
+    row["cost_note"] = "; ".join(n for n in (note, found.note) if n) or None
+    before, after = row["tokens_before"], row["tokens_after"]
+    if found.input_usd_per_token is not None and before and after is not None and before > after:
+        row["saved_usd"] = round((before - after) * (row["calibration_factor"] or 1.0) * found.input_usd_per_token, 8)
+
+
 class KimiRecorder:
     def __init__(self, kimi: KimiContext) -> None:
         self.kimi = kimi
@@ -149,8 +183,13 @@ class KimiRecorder:
             response_body: Any = {"stream": True, "text": call.reply.text, "error": call.reply.error}
         else:  # as the meter decoded it (never decoded again here, never past the limit)
             response_body = call.response_body
+        row = request_row(flow, call)
+        price(self.kimi.prices, call, row, flow.request.timestamp_start)
+        if row.get("cost_usd"):
+            self.kimi.metrics.cost.labels(call.provider, self.kimi.metrics.model_label(row["model"] or "")).inc(
+                row["cost_usd"])
         store.submit(RequestRecord(
-            row=request_row(flow, call),
+            row=row,
             request_body=(result.body if result.body is not None else result.raw) if result else None,
             history_key=result.request.history_key if result and result.request else None,
             response_body=response_body,

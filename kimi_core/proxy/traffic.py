@@ -86,6 +86,7 @@ class KimiTraffic:
             except ConfigError as e:
                 raise exceptions.OptionsError(str(e)) from e
             self.kimi.registry = self.kimi.config.registry()
+            self.kimi.prices.own = self.kimi.config.prices()
         if updated & {"kimi_config", "kimi_intercept_all", "mode", "allow_hosts", "ignore_hosts"}:
             self._set_allow_hosts()
 

@@ -195,3 +195,12 @@ def m007_conversations_and_agents(db: Database) -> None:
     requests.add_column("cache_write_tokens", int)  # of prompt_tokens, written to the provider's cache
     requests.add_column("reasoning_tokens", int)  # of completion_tokens
     requests.create_index(["conversation_id"])
+
+
+@migrations(name="008_cost")
+def m008_cost(db: Database) -> None:
+    """What each call cost (see ``kimi_core.cost``)."""
+    requests = db["requests"]
+    requests.add_column("cost_usd", float)  # US dollars; NULL when no price is known (cost_note says why)
+    requests.add_column("cost_note", str)  # how it was priced, or why it was not
+    requests.add_column("saved_usd", float)  # what compaction saved, at the model's input price

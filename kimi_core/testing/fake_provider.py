@@ -12,6 +12,7 @@ predictable, so tests can check what the proxy recorded:
 - completion tokens = the number of streamed pieces (``X-Fake-Chunks``, default 5);
 - cached tokens = 3;
 - ``X-Fake-Prompt-Tokens`` reports exactly that many prompt tokens instead;
+- ``X-Fake-Cache-Write: N`` (Anthropic, not streamed) reports N of the prompt's tokens as cache writes;
 - ``X-Fake-Tool: NAME`` (not streamed) answers with a call of that tool, as an agent's model does;
 - ``X-Fake-Delay-Ms`` waits that long between streamed events;
 - ``X-Fake-Status`` answers with that status and a provider-shaped error body
@@ -228,6 +229,10 @@ class Handler(BaseHTTPRequestHandler):
         if not streamed:
             reply = self.server.replies.get(model, REPLY)  # type: ignore[attr-defined]
             answer = whole(dialect, model, prompt, n, reply, self.headers.get("x-fake-tool"))
+            if dialect == "anthropic" and self.headers.get("x-fake-cache-write"):  # part of the prompt cached anew
+                written = int(self.headers["x-fake-cache-write"])
+                answer["usage"].update(cache_creation_input_tokens=written,
+                                       input_tokens=answer["usage"]["input_tokens"] - written)
             self._send_json(200, {"response": answer} if variant == "code-assist" else answer,
                             {"x-fake-prompt-tokens": str(prompt)})
             return
