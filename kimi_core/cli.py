@@ -1,7 +1,9 @@
 """The ``kimi-proxy`` command: read what the proxy recorded, in another terminal.
 
     kimi-proxy sessions                      sessions, their tokens, peak share and budget forecast
-    kimi-proxy requests [--session S] [--limit N]
+    kimi-proxy requests [--session S] [--agent A] [--conversation C] [--limit N]
+    kimi-proxy conversations [--agent A]     each conversation: agent, parent, calls, tokens, cache share, cost
+    kimi-proxy cost [--by day|agent|model|provider|session|conversation] [--since 7d]
     kimi-proxy stats [--since 2h]            per provider and model: calls, tokens, latency, savings
     kimi-proxy alerts | memories [--kind K]
     kimi-proxy show REQUEST_ID [--response]  a stored body, credentials removed
@@ -45,8 +47,12 @@ def connect(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         conn.execute("SELECT 1 FROM requests LIMIT 1")
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
     except sqlite3.DatabaseError as e:
         raise KimiError(f"{db} is not a Kimi Proxy database ({e})") from None
+    if "cost_usd" not in columns:
+        raise KimiError(f"{db} was written by an older Kimi Proxy: start the proxy once "
+                        "(mitmdump -s addons/kimi.py) and it is upgraded in place")
     return conn
 
 
@@ -63,6 +69,18 @@ def _ms(value: float | None) -> str:
 
 def _share(value: float | None) -> str:
     return "" if value is None else f"{value:.0%}"
+
+
+def _usd(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"${value:,.4f}" if abs(value) < 1 else f"${value:,.2f}"
+
+
+def _cost(row: dict[str, Any]) -> str:
+    """A summed cost, marked when some calls had no price (their cost is not in it)."""
+    text = _usd(row["cost_usd"])
+    return f"{text} +{row['unpriced']} unpriced" if row.get("unpriced") else text
 
 
 def _when(ts: str | None) -> str:
@@ -100,6 +118,8 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         "peak": lambda r: _share(r["peak_share"]),
         "refused": lambda r: r["refusals"],
         "compacted": lambda r: r["compactions"],
+        "cost": lambda r: _usd(r["cost_usd"]),
+        "agents": lambda r: r["agents"],
         "forecast": lambda r: r["forecast"],
         "started": lambda r: _when(r["started"]),
         "last seen": lambda r: _when(r["last_seen"]),
@@ -107,17 +127,22 @@ def cmd_sessions(args: argparse.Namespace) -> int:
 
 
 def cmd_requests(args: argparse.Namespace) -> int:
-    rows = queries.requests(connect(args.db), args.session, args.limit)
+    rows = queries.requests(connect(args.db), args.session, args.limit, args.agent, args.conversation)
     return emit(rows, args, {
         "id": lambda r: r["id"][:8],
         "time": lambda r: _when(r["ts"]),
+        "agent": lambda r: r["agent"],
+        "conv.": lambda r: (r["conversation"] or "")[:8],
         "provider": lambda r: r["provider"],
         "model": lambda r: r["model"] if r["dialect"] else f"({r['method']} {r['path'].split('?')[0][:40]})",
         "status": lambda r: r["status"],
-        "est.": lambda r: r["prompt_tokens_est"],
-        "prompt": lambda r: r["prompt_tokens"],
+        # Kimi's figure is the one the guard judged (calibrated); the window share is of that figure.
+        "prompt (Kimi)": lambda r: r["prompt_tokens_cal"] if r["prompt_tokens_cal"] is not None
+        else r["prompt_tokens_est"],
+        "prompt (reported)": lambda r: r["prompt_tokens"],
         "out": lambda r: r["completion_tokens"],
         "window": lambda r: _share(r["window_share"]),
+        "cost": lambda r: _usd(r["cost_usd"]),
         "action": lambda r: r["action"],
         "ttfb ms": lambda r: _ms(r["ttfb_ms"]),
         "ms": lambda r: _ms(r["duration_ms"]),
@@ -145,8 +170,48 @@ def cmd_stats(args: argparse.Namespace) -> int:
         "ttfb p95": lambda r: _ms(r["ttfb_p95_ms"]),
         "refused": lambda r: r["refusals"],
         "saved": lambda r: r["tokens_saved"],
+        "cost": lambda r: _usd(r["cost_usd"]),
         "calibration": lambda r: None if r["calibration"] is None else f"{r['calibration']:.2f}",
     }, "no requests in that period")
+
+
+def cmd_conversations(args: argparse.Namespace) -> int:
+    rows = queries.conversations(connect(args.db), args.session, args.agent, args.limit)
+    return emit(rows, args, {
+        "conversation": lambda r: r["conversation"][:8],
+        "agent": lambda r: r["agent"],
+        "parent": lambda r: (r["parent"] or "")[:8],
+        "title": lambda r: (r["title"] or "")[:48],
+        "model": lambda r: r["model"],
+        "calls": lambda r: r["calls"],
+        "prompt": lambda r: r["prompt_tokens"],
+        "cached": lambda r: _share(r["cached_tokens"] / r["prompt_tokens"]) if r["prompt_tokens"] else "",
+        "out": lambda r: r["completion_tokens"],
+        "peak": lambda r: _share(r["peak_share"]),
+        "cost": _cost,
+        "last seen": lambda r: _when(r["last_seen"]),
+    }, "no conversations yet")
+
+
+def cmd_cost(args: argparse.Namespace) -> int:
+    rows = queries.costs(connect(args.db), args.by, args.since, args.agent, args.session)
+    if rows and not args.json:
+        total = sum(r["cost_usd"] or 0 for r in rows)
+        unpriced = sum(r["unpriced"] or 0 for r in rows)
+        saved = sum(r["saved_usd"] or 0 for r in rows)
+        print(f"{_usd(total)} in {sum(r['calls'] for r in rows):,} LLM calls"
+              + (f" ({unpriced:,} without a price, not included)" if unpriced else "")
+              + (f"; compaction saved {_usd(saved)}" if saved else "") + "\n")
+    return emit(rows, args, {
+        args.by: lambda r: r["group"],
+        "calls": lambda r: r["calls"],
+        "prompt": lambda r: r["prompt_tokens"],
+        "cached": lambda r: _share(r["cached_tokens"] / r["prompt_tokens"]) if r["prompt_tokens"] else "",
+        "out": lambda r: r["completion_tokens"],
+        "cost": _cost,
+        "estimated": lambda r: r["estimated"] or "",
+        "saved": lambda r: _usd(r["saved_usd"]),
+    }, "no LLM calls in that period")
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
@@ -266,7 +331,19 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--reject-at", type=ratio, default=0.95, help="the guard's refusal threshold, for the forecast")
     c = command("requests", cmd_requests, "the latest calls, one line each")
     c.add_argument("--session", help="a session id, its start, or its name")
+    c.add_argument("--agent", help="only this agent's calls (claude-code, codex, gemini-cli, openai-python, ...)")
+    c.add_argument("--conversation", help="only this conversation's calls (an id, or its start)")
     c.add_argument("--limit", type=count, default=20)
+    c = command("conversations", cmd_conversations,
+                "conversations: agent, parent (for a subagent), calls, tokens, cache share, cost")
+    c.add_argument("--session", help="a session id, its start, or its name")
+    c.add_argument("--agent", help="only this agent's conversations")
+    c.add_argument("--limit", type=count, default=20)
+    c = command("cost", cmd_cost, "what LLM calls cost, by day, agent, model, provider, session or conversation")
+    c.add_argument("--by", choices=tuple(queries.GROUPINGS), default="day")
+    c.add_argument("--since", help="30m, 2h, 7d or a date")
+    c.add_argument("--agent", help="only this agent's calls")
+    c.add_argument("--session", help="only this session")
     c = command("stats", cmd_stats, "per provider and model: calls, tokens, latency, refusals, savings")
     c.add_argument("--since", help="30m, 2h, 7d or a date")
     c = command("alerts", cmd_alerts, "context-window alerts, newest first")

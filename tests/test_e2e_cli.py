@@ -85,7 +85,8 @@ def test_requests_of_one_session(recorded):
     assert [r["dialect"] for r in rows[:2]] == [None, None]  # the count and the list came after
     assert [r["ts"] for r in rows] == sorted((r["ts"] for r in rows), reverse=True)
     out = kimi_proxy(recorded, "requests", "--limit", "2").stdout
-    assert out.splitlines()[0].split()[:4] == ["id", "time", "provider", "model"] and len(out.splitlines()) == 4
+    assert out.splitlines()[0].split()[:6] == ["id", "time", "agent", "conv.", "provider", "model"]
+    assert len(out.splitlines()) == 4
 
 
 def test_stats_per_provider_and_model(recorded):
@@ -98,6 +99,35 @@ def test_stats_per_provider_and_model(recorded):
     assert "not counted below: 2 other calls to provider hosts" in kimi_proxy(recorded, "stats").stdout
     listed = kimi_proxy(recorded, "requests", "--session", "alpha").stdout
     assert "(GET /v1/models)" in listed and "(POST /v1/messages/count_tokens)" in listed
+
+
+def test_conversations_with_their_agent_calls_and_cost(recorded):
+    alpha = as_json(recorded, "conversations", "--session", "alpha")
+    growing = next(c for c in alpha if c["title"].startswith("I prefer pytest over unittest"))
+    assert (growing["agent"], growing["calls"], growing["model"]) == ("openai-python", 4, "tiny-1")
+    assert growing["prompt_tokens"] > 0 and growing["unpriced"] == 4  # tiny-1 has no price: none is made up
+    beta = as_json(recorded, "conversations", "--session", "beta")
+    assert {c["agent"] for c in beta} == {"openai-python", "anthropic-python"}
+    assert all(c["cost_usd"] > 0 and c["unpriced"] == 0 for c in beta)
+    assert as_json(recorded, "conversations", "--agent", "codex") == []
+    requests = as_json(recorded, "requests", "--conversation", growing["conversation"][:8])
+    assert len(requests) == 4 and {r["conversation"] for r in requests} == {growing["conversation"]}
+    table = kimi_proxy(recorded, "conversations").stdout
+    assert "I prefer pytest over unittest" in table and "+4 unpriced" in table
+
+
+def test_cost_by_model_agent_and_day(recorded):
+    by_model = {r["group"]: r for r in as_json(recorded, "cost", "--by", "model")}
+    assert by_model["gpt-4.1"]["cost_usd"] > 0 and by_model["claude-opus-4-5"]["cost_usd"] > 0
+    assert by_model["tiny-1"]["unpriced"] == 4 and by_model["tiny-1"]["cost_usd"] == 0  # the refusal cost nothing
+    assert by_model["gpt-4.1"]["saved_usd"] > 0  # the compacted tool result, at gpt-4.1's input price
+    by_agent = {r["group"] for r in as_json(recorded, "cost", "--by", "agent")}
+    assert by_agent == {"openai-python", "anthropic-python"}
+    [today] = as_json(recorded, "cost", "--since", "1h")
+    assert today["calls"] == 7 and today["cost_usd"] == pytest.approx(
+        by_model["gpt-4.1"]["cost_usd"] + by_model["claude-opus-4-5"]["cost_usd"])
+    out = kimi_proxy(recorded, "cost", "--by", "agent").stdout
+    assert re.match(r"\$\d+\.\d+ in 7 LLM calls \(4 without a price, not included\); compaction saved \$", out)
 
 
 def test_alerts_and_memories(recorded):

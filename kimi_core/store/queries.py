@@ -62,6 +62,7 @@ def sessions(conn: sqlite3.Connection, reject_at: float = 0.95) -> list[dict[str
                sum(r.prompt_tokens) AS prompt_tokens, sum(r.prompt_tokens_est) AS prompt_tokens_est,
                sum(r.completion_tokens) AS completion_tokens, max(r.window_share) AS peak_share,
                sum(r.action = 'rejected') AS refusals, sum(r.action = 'compacted') AS compactions,
+               sum(r.cost_usd) AS cost_usd, group_concat(DISTINCT r.agent) AS agents,
                min(r.ts) AS started, max(r.ts) AS last_seen
         FROM sessions s LEFT JOIN requests r ON r.session_id = s.id
         GROUP BY s.id ORDER BY last_seen DESC""")
@@ -79,13 +80,74 @@ def sessions(conn: sqlite3.Connection, reject_at: float = 0.95) -> list[dict[str
     return out
 
 
-def requests(conn: sqlite3.Connection, session: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
-    where, params = ("WHERE session_id = ?", [resolve_session(conn, session)]) if session else ("", [])
+def _filters(conn: sqlite3.Connection, session: str | None = None, agent: str | None = None,
+             since: str | None = None, conversation: str | None = None, prefix: str = "") -> tuple[str, list]:
+    """``WHERE ...`` (or "") and its parameters, for the options the commands share."""
+    clauses, params = [], []
+    if session:
+        clauses.append(f"{prefix}session_id = ?")
+        params.append(resolve_session(conn, session))
+    if agent:
+        clauses.append(f"{prefix}agent = ?")
+        params.append(agent)
+    if since:
+        clauses.append(f"{prefix}ts >= ?")
+        params.append(since_iso(since))
+    if conversation:
+        clauses.append(f"{prefix}conversation_id LIKE ? || '%'")
+        params.append(conversation)
+    return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def requests(conn: sqlite3.Connection, session: str | None = None, limit: int = 20, agent: str | None = None,
+             conversation: str | None = None) -> list[dict[str, Any]]:
+    where, params = _filters(conn, session, agent, conversation=conversation)
     return _rows(conn, f"""
         SELECT id, ts, session_id AS session, provider, model, dialect, method, path, status_code AS status, streamed,
-               prompt_tokens_est, prompt_tokens, completion_tokens, window_share, action,
-               tokens_before, tokens_after, ttfb_ms, duration_ms, error
+               prompt_tokens_est, prompt_tokens, prompt_tokens_cal, completion_tokens, cached_tokens, window_share,
+               action, tokens_before, tokens_after, ttfb_ms, duration_ms, error, agent, conversation_id AS conversation,
+               cost_usd, cost_note
         FROM requests {where} ORDER BY ts DESC LIMIT ?""", [*params, limit])
+
+
+def conversations(conn: sqlite3.Connection, session: str | None = None, agent: str | None = None,
+                  limit: int = 20) -> list[dict[str, Any]]:
+    """Conversations, most recently active first: their agent, parent, calls, tokens, cache share and cost."""
+    where, params = _filters(conn, session, agent, prefix="c.")
+    return _rows(conn, f"""
+        SELECT c.id AS conversation, c.agent, c.agent_version, c.parent_id AS parent, c.title,
+               c.session_id AS session, c.started_at AS started, count(r.id) AS calls, max(r.ts) AS last_seen,
+               (SELECT model FROM requests m WHERE m.conversation_id = c.id ORDER BY m.ts DESC LIMIT 1) AS model,
+               sum(r.prompt_tokens) AS prompt_tokens, sum(r.cached_tokens) AS cached_tokens,
+               sum(r.completion_tokens) AS completion_tokens, max(r.window_share) AS peak_share,
+               sum(r.cost_usd) AS cost_usd, sum(r.cost_usd IS NULL) AS unpriced
+        FROM conversations c LEFT JOIN requests r ON r.conversation_id = c.id {where}
+        GROUP BY c.id ORDER BY last_seen DESC LIMIT ?""", [*params, limit])
+
+
+GROUPINGS = {  # kimi-proxy cost --by ...
+    "day": "substr(r.ts, 1, 10)",
+    "agent": "coalesce(r.agent, 'unknown')",
+    "model": "coalesce(r.model, '')",
+    "provider": "r.provider",
+    "session": "coalesce(s.name, r.session_id)",
+    "conversation": "coalesce(substr(r.conversation_id, 1, 8) || ' ' || c.title, '(none)')",
+}
+
+
+def costs(conn: sqlite3.Connection, by: str = "day", since: str | None = None, agent: str | None = None,
+          session: str | None = None) -> list[dict[str, Any]]:
+    """What LLM calls cost, grouped ``by`` day, agent, model, provider, session or conversation."""
+    where, params = _filters(conn, session, agent, since, prefix="r.")
+    where = (where + " AND " if where else "WHERE ") + "r.dialect IS NOT NULL"
+    return _rows(conn, f"""
+        SELECT {GROUPINGS[by]} AS "group", count(*) AS calls, sum(r.prompt_tokens) AS prompt_tokens,
+               sum(r.cached_tokens) AS cached_tokens, sum(r.completion_tokens) AS completion_tokens,
+               sum(r.cost_usd) AS cost_usd, sum(r.cost_usd IS NULL) AS unpriced,
+               sum(r.cost_note LIKE 'estimated%') AS estimated, sum(r.saved_usd) AS saved_usd
+        FROM requests r LEFT JOIN sessions s ON s.id = r.session_id
+             LEFT JOIN conversations c ON c.id = r.conversation_id
+        {where} GROUP BY 1 ORDER BY {"1 DESC" if by == "day" else "cost_usd DESC NULLS LAST, calls DESC"}""", params)
 
 
 def other_calls(conn: sqlite3.Connection, since: str | None = None) -> int:
@@ -100,16 +162,17 @@ def stats(conn: sqlite3.Connection, since: str | None = None) -> list[dict[str, 
     groups: dict[tuple[str, str], dict[str, Any]] = {}
     for r in _rows(conn, f"""
             SELECT provider, coalesce(model, '') AS model, prompt_tokens, prompt_tokens_est, completion_tokens,
-                   duration_ms, ttfb_ms, action, tokens_before, tokens_after
+                   duration_ms, ttfb_ms, action, tokens_before, tokens_after, cost_usd
             FROM requests WHERE dialect IS NOT NULL {where} ORDER BY ts""", params):
         g = groups.setdefault((r["provider"], r["model"]), {
             "provider": r["provider"], "model": r["model"], "calls": 0, "prompt_tokens": 0,
-            "prompt_tokens_est": 0, "completion_tokens": 0, "refusals": 0, "tokens_saved": 0,
+            "prompt_tokens_est": 0, "completion_tokens": 0, "refusals": 0, "tokens_saved": 0, "cost_usd": 0.0,
             "_latency": [], "_ttfb": []})
         g["calls"] += 1
         for col in ("prompt_tokens", "prompt_tokens_est", "completion_tokens"):
             g[col] += r[col] or 0
         g["refusals"] += r["action"] == "rejected"
+        g["cost_usd"] += r["cost_usd"] or 0.0
         if r["tokens_before"] is not None and r["tokens_after"] is not None:
             g["tokens_saved"] += r["tokens_before"] - r["tokens_after"]
         if r["duration_ms"] is not None:
