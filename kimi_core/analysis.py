@@ -15,7 +15,7 @@ from kimi_core.dialects.base import LLMRequest
 from kimi_core.errors import BodyError
 from kimi_core.jsonspans import Parsed, Span
 from kimi_core.providers import CODE_ASSIST, Route
-from kimi_core.tokens import Abandoned, Count, TokenCounter
+from kimi_core.tokens import Abandoned, Count, TokenCounter, message_text
 
 
 @dataclass(slots=True, eq=False)
@@ -39,6 +39,9 @@ class Analysis:
     # and after it: the body on the wire is envelope[0] + text + envelope[1].
     envelope: tuple[str, str] | None = None
     route: Route | None = None
+    # A digest of what each message says (role, text, tool calls and results), blind to how the
+    # body spells it (Anthropic's cache_control markers move every turn): what threads conversations.
+    contents: tuple[bytes, ...] = ()
 
     def wire(self, text: str) -> bytes:
         """The body to send for the request ``text``, inside its envelope if it has one."""
@@ -208,6 +211,9 @@ def count(result: Analysis, prior: Analysis | None, counter: TokenCounter, recen
     except Abandoned:
         result.error = f"not counted: over its {budget_ms:,} ms analysis budget (kimi_analysis_ms)"
         return result
+    messages = result.request.messages
+    kept = prior.contents if prior is not None and len(prior.contents) <= len(messages) else ()
+    result.contents = kept + tuple(digest(f"{m.role}\0{message_text(m)}") for m in messages[len(kept):])
     if recent is not None:
         result.seq = recent.number()
         recent.add(result)

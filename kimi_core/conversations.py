@@ -28,6 +28,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 MAX_CONVERSATIONS = 2000  # remembered, least recently seen dropped first
+RECENT_EDITS = 50  # conversations looked at for an edited start
 PARENT_SECONDS = 1800.0  # how long a conversation waiting for a tool may have a subagent start under it
 
 
@@ -36,7 +37,7 @@ class Facts:
     """What a call says about its conversation."""
 
     agent: str
-    digests: tuple[bytes, ...]  # the history's items, as the analysis knows them
+    digests: tuple[bytes, ...]  # what each message says (``Analysis.contents``)
     first_user: int | None  # index of the first user message in ``digests``
     session_key: str | None = None  # an agent session (several conversations)
     conversation_key: str | None = None  # one conversation
@@ -44,6 +45,8 @@ class Facts:
     prior_seq: int | None = None  # the analysis this body resumed from
     seq: int = 0  # this body's analysis
     title: str = ""  # the first user message, shortened (credentials already out)
+    system: bytes | None = None  # a digest of the system prompt
+    tools: tuple[tuple[str, bytes], ...] = ()  # each tool definition: its name and a digest of it
 
 
 @dataclass(slots=True, eq=False)
@@ -57,6 +60,8 @@ class Conversation:
     title: str
     parent_id: str | None = None
     digests: tuple[bytes, ...] = ()
+    system: bytes | None = None
+    tools: tuple[tuple[str, bytes], ...] = ()
     last_seen: float = 0.0
     calls: int = 0
     waiting_tool: bool = False  # its last answer asked the agent to run a tool
@@ -68,9 +73,27 @@ class Conversation:
 class Placed:
     conversation: Conversation
     new: bool
-    # For a call continuing a conversation: the first history item that differs from the
+    # For a call continuing a conversation: the first message that differs from the
     # conversation's last call (None: the history only grew), for cache-break alerts.
     changed_at: int | None = None
+    # What changed before the messages: "the system prompt", "the tool definitions (...)".
+    head_changed: str | None = None
+
+
+def _head(before: Conversation, now: Facts) -> str | None:
+    """What changed ahead of the messages since the conversation's last call, in words; None if nothing."""
+    if before.system != now.system:
+        return "the system prompt"
+    if before.tools == now.tools:
+        return None
+    old, new = dict(before.tools), dict(now.tools)
+    if old == new:
+        return "the order of the tool definitions"
+    added, removed = new.keys() - old.keys(), old.keys() - new.keys()
+    edited = [name for name in new.keys() & old.keys() if new[name] != old[name]]
+    parts = [f"{label} {', '.join(sorted(names)[:3])}{' ...' if len(names) > 3 else ''}"
+             for label, names in (("added", added), ("removed", removed), ("changed", edited)) if names]
+    return f"the tool definitions ({'; '.join(parts)})"
 
 
 def common_prefix(a: tuple[bytes, ...], b: tuple[bytes, ...]) -> int:
@@ -97,7 +120,7 @@ class ConversationTracker:
             placed = Placed(conversation, True)
         else:
             changed = common_prefix(found.digests, facts.digests)
-            placed = Placed(found, False, changed if changed < len(found.digests) else None)
+            placed = Placed(found, False, changed if changed < len(found.digests) else None, _head(found, facts))
             conversation = found
         self._update(conversation, facts, now)
         return placed
@@ -138,7 +161,26 @@ class ConversationTracker:
             n = common_prefix(candidate.digests, facts.digests)
             if n > best_len:
                 best, best_len = candidate, n
-        return best
+        return best or self._edited(facts)
+
+    def _edited(self, facts: Facts) -> Conversation | None:
+        """A recent conversation whose history this one repeats but for an edit at its start.
+
+        Most of its messages, two at least, are the same at the same places: the user
+        edited the first message (or the agent rewrote it) rather than starting anew.
+        """
+        seen = 0
+        for candidate in reversed(self._all.values()):
+            seen += 1
+            if seen > RECENT_EDITS:
+                break
+            if candidate.agent != facts.agent or candidate.session_key != facts.session_key:
+                continue
+            pairs = list(zip(candidate.digests, facts.digests, strict=False))
+            same = sum(a == b for a, b in pairs)
+            if same >= 2 and same * 2 >= len(candidate.digests):
+                return candidate
+        return None
 
     @staticmethod
     def _root(facts: Facts) -> bytes | None:
@@ -175,6 +217,7 @@ class ConversationTracker:
 
     def _update(self, conversation: Conversation, facts: Facts, now: float) -> None:
         conversation.digests = facts.digests
+        conversation.system, conversation.tools = facts.system, facts.tools
         conversation.last_seen = now
         conversation.calls += 1
         conversation.waiting_tool = False  # until its answer says otherwise

@@ -121,6 +121,12 @@ class Count:
     approximate: bool  # not the model's own tokenizer
     messages: int = 0  # how many messages were counted
     message_tokens: int = 0  # their share of ``tokens``, framing included
+    per_message: tuple[int, ...] = ()  # each message's tokens, framing included
+
+    @property
+    def head_tokens(self) -> int:
+        """What comes before the messages: the system prompt, tool definitions, output schemas."""
+        return self.tokens - TOKENS_PER_REPLY - self.message_tokens
 
 
 PIECE = 128 * 1024  # longer texts are counted piece by piece (see ``_pieces``)
@@ -224,9 +230,10 @@ class TokenCounter:
         """
         wanted, known = wanted_encoding(request.model)
         _, used = encoding(wanted)
-        first, message_tokens = 0, 0
-        if prior is not None and prior.encoding == used and prior.messages <= len(request.messages):
-            first, message_tokens = prior.messages, prior.message_tokens
+        first, message_tokens, per_message = 0, 0, []
+        if prior is not None and prior.encoding == used and prior.messages <= len(request.messages) \
+                and len(prior.per_message) == prior.messages:
+            first, message_tokens, per_message = prior.messages, prior.message_tokens, list(prior.per_message)
         for i, message in enumerate(request.messages[first:]):
             if i % 64 == 0:
                 _check(deadline)
@@ -234,7 +241,8 @@ class TokenCounter:
                 n = self._memoised(digests[message.index], lambda m=message: message_text(m), used, deadline)
             else:
                 n = self.count_text(message_text(message), used, deadline)
-            message_tokens += TOKENS_PER_MESSAGE + n + message.media_tokens
+            per_message.append(TOKENS_PER_MESSAGE + n + message.media_tokens)
+            message_tokens += per_message[-1]
         total = TOKENS_PER_REPLY + message_tokens
         if request.system:
             total += TOKENS_PER_MESSAGE + self.count_text(request.system, used, deadline)
@@ -242,7 +250,8 @@ class TokenCounter:
             total += self.count_text(request.extra, used, deadline)
         for tool in request.tools:
             total += self.count_text(f"{tool.name}\n{tool.description}\n{tool.parameters}", used, deadline)
-        return Count(total, used, not known or used != wanted, len(request.messages), message_tokens)
+        return Count(total, used, not known or used != wanted, len(request.messages), message_tokens,
+                     tuple(per_message))
 
 
 def message_text(message: Message) -> str:

@@ -121,3 +121,27 @@ def test_memory_is_bounded():
     assert len(tracker._all) == MAX_CONVERSATIONS
     assert len(tracker._by_key) == MAX_CONVERSATIONS and len(tracker._by_seq) == MAX_CONVERSATIONS
     assert sum(len(v) for v in tracker._by_root.values()) == MAX_CONVERSATIONS
+
+
+def test_an_edited_first_message_continues_the_conversation():
+    tracker = ConversationTracker()
+    first = tracker.place(facts("u1", "a1", "u2", "a2", "u3"), 0).conversation
+    edited = tracker.place(facts("u1 (edited)", "a1", "u2", "a2", "u3", "a3", "u4"), 1)
+    assert edited.conversation is first and edited.changed_at == 0
+    fresh = tracker.place(facts("other", "x", "y"), 2)
+    assert fresh.new
+
+
+def test_what_changed_ahead_of_the_messages_is_named():
+    tracker = ConversationTracker()
+    tools = (("Read", d("read v1")), ("Grep", d("grep v1")))
+    tracker.place(facts("u1", system=d("sys at 10:00"), tools=tools), 0)
+    assert tracker.place(facts("u1", "a", "u2", system=d("sys at 10:00"), tools=tools), 1).head_changed is None
+    assert tracker.place(facts("u1", "a", "u2", system=d("sys at 10:05"), tools=tools), 2).head_changed == \
+        "the system prompt"
+    reordered = tools[::-1]
+    assert tracker.place(facts("u1", "a", "u2", system=d("sys at 10:05"), tools=reordered), 3).head_changed == \
+        "the order of the tool definitions"
+    changed = (("Read", d("read v2")), ("Grep", d("grep v1")), ("Edit", d("edit")))
+    assert tracker.place(facts("u1", "a", "u2", system=d("sys at 10:05"), tools=changed), 4).head_changed == \
+        "the tool definitions (added Edit; changed Read)"

@@ -108,3 +108,35 @@ def test_a_model_without_a_price_has_no_cost_and_says_why(proxy):
     [row] = wait_rows(proxy.db, "model = ?", (tag,))
     assert row["cost_usd"] is None
     assert row["cost_note"] == f'no price known for {tag} (openai); add one under [models."{tag}"] in the config'
+
+
+def alerts_of(proxy, request_id):
+    db = sqlite3.connect(proxy.db)
+    return [m for (m,) in db.execute("SELECT message FROM alerts WHERE request_id = ? AND kind = 'cache_break'",
+                                     (request_id,))]
+
+
+def test_a_changed_system_prompt_or_an_edited_message_is_a_cache_break_and_moved_markers_are_not(proxy):
+    tag = f"claude-sonnet-4-5-{uuid.uuid4().hex[:6]}"
+    client = claude_code(proxy, str(uuid.uuid4()))
+    long = "The repository holds a parser, a CLI and the docs. " * 300  # about 3,000 tokens
+
+    def call(system, *turns):
+        messages = [{"role": "user" if i % 2 == 0 else "assistant", "content": [{"type": "text", "text": t}]}
+                    for i, t in enumerate(turns)]
+        messages[-1]["content"][0]["cache_control"] = {"type": "ephemeral"}  # as Claude Code marks the last one
+        client.messages.create(model=tag, max_tokens=50, system=system, messages=messages)
+
+    call("You help. Today is Monday 10:00.", long)
+    call("You help. Today is Monday 10:00.", long, "Read it.", "Now fix the parser.")  # markers moved: no break
+    call("You help. Today is Monday 10:05.", long, "Read it.", "Now fix the parser.", "Done.", "Thanks.")
+    call("You help. Today is Monday 10:05.", long + " (edited)", "Read it.", "Now fix the parser.", "Done.", "More.")
+    rows = wait_rows(proxy.db, "model = ?", (tag,), count=4)
+    assert len({r["conversation_id"] for r in rows}) == 1  # one conversation throughout
+    assert alerts_of(proxy, rows[0]["id"]) == [] and alerts_of(proxy, rows[1]["id"]) == []
+    [system] = alerts_of(proxy, rows[2]["id"])
+    assert "the system prompt changed since its last call" in system and "claude-code conversation" in system
+    [edited] = alerts_of(proxy, rows[3]["id"])
+    assert "message 1 (user) changed since its last call" in edited
+    paid = int(edited.split("about ")[1].split(" of ")[0].replace(",", ""))
+    assert 2500 < paid < rows[3]["prompt_tokens_est"]  # from the edited message on, not the system prompt

@@ -30,8 +30,10 @@ from kimi_core.forecast import Forecast
 from kimi_core.guard import Calibration, Decision, Fit
 from kimi_core.metrics import Metrics
 from kimi_core.providers import Route
+from kimi_core.redact import redact_text
 from kimi_core.sessions import Session
-from kimi_core.store import Store
+from kimi_core.store import AlertRecord, Store
+from kimi_core.store.records import now_iso
 from kimi_core.streams import StreamWatcher
 from kimi_core.tokens import TokenCounter
 from kimi_core.toolresults import Rewritten
@@ -155,6 +157,16 @@ class KimiContext:
         self.analyser = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kimi-analyse")
         self.store: Store | None = None
         self.metrics = Metrics(lambda: self.store)
+
+    def alert(self, flow: http.HTTPFlow, call: LLMCall, level: float, kind: str, message: str) -> None:
+        """An alert: one log line, the metric, the flow marked in mitmweb, a row in ``alerts``."""
+        message = redact_text(message)  # it may quote a provider's error
+        logger.warning("kimi: %s: %s", kind.replace("_", " "), message)
+        self.metrics.alerts.labels(kind).inc()
+        flow.marked = ":warning:"
+        if self.store is not None:
+            self.store.submit(AlertRecord(now_iso(), call.session.id if call.session else None, flow.id,
+                                          round(level, 4), kind, message))
 
     def call(self, flow: Any) -> LLMCall | None:
         return self.calls.get(flow) if isinstance(flow, http.HTTPFlow) else None

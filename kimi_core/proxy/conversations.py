@@ -15,12 +15,14 @@ import time
 from mitmproxy import http
 
 from kimi_core import agents
-from kimi_core.conversations import Facts
+from kimi_core.analysis import Analysis, digest
+from kimi_core.conversations import Facts, Placed
 from kimi_core.proxy.context import KimiContext, LLMCall
 from kimi_core.redact import printable, redact_text
 from kimi_core.store import ConversationRecord
 from kimi_core.store.records import now_iso
 
+CACHEABLE = 1024  # tokens: the least a provider caches (OpenAI, Anthropic); a smaller break costs nothing
 TITLE = 80  # characters of the first user message kept as the conversation's title
 _WRAPPED = re.compile(r"\s*<([\w-]{1,40})>.*?</\1>", re.DOTALL)  # <system-reminder>...</system-reminder>
 
@@ -56,21 +58,26 @@ class KimiConversations:
         if result is None or result.request is None or result.error:
             return
         request = result.request
-        first = next((m for m in request.messages if m.role == "user"), None)
+        first_user = next((i for i, m in enumerate(request.messages) if m.role == "user"), None)
+        first = request.messages[first_user] if first_user is not None else None
         keys = agents.keys(flow.request.headers, result.body)
         client = call.client or agents.UNKNOWN
         facts = Facts(
             agent=client.agent,
-            digests=tuple(result.digests or ()),
-            first_user=first.index if first is not None else None,
+            digests=result.contents,
+            first_user=first_user,
             session_key=keys.session,
             conversation_key=keys.conversation,
             previous_response_id=keys.previous_response,
             prior_seq=result.prior_seq,
             seq=result.seq,
+            system=digest(request.system) if request.system else None,
+            tools=tuple((t.name, digest(f"{t.description}\0{t.parameters}")) for t in request.tools),
         )
         placed = self.kimi.conversations.place(facts, time.time())
         call.conversation = placed.conversation
+        if not placed.new and (placed.head_changed or placed.changed_at is not None):
+            self._cache_break(flow, call, result, placed)
         if placed.new:
             placed.conversation.title = title(first.text) if first is not None else ""
             if self.kimi.store is not None:
@@ -80,3 +87,24 @@ class KimiConversations:
                     flow.id))
         if call.reply is not None:  # the answer came before the body was parsed
             self.kimi.conversations.answered(placed.conversation, call.reply.tool_calls, call.reply.id)
+
+    def _cache_break(self, flow: http.HTTPFlow, call: LLMCall, result: Analysis, placed: Placed) -> None:
+        """An earlier part of the prompt changed: from there on the provider cannot serve it from its cache."""
+        count = result.count
+        if count is None or not count.per_message:
+            return
+        if placed.head_changed:
+            kept, what = 0, placed.head_changed
+        else:
+            at = placed.changed_at or 0
+            kept = count.head_tokens + sum(count.per_message[:at])
+            role = result.request.messages[at].role if result.request and at < len(result.request.messages) else ""
+            what = f"message {at + 1}{f' ({role})' if role else ''}"
+        paid = count.tokens - kept
+        if paid < CACHEABLE:
+            return
+        conversation = placed.conversation
+        self.kimi.alert(flow, call, paid / max(1, count.tokens), "cache_break",
+                        f"{conversation.agent} conversation {conversation.id[:8]}: {what} changed since its last "
+                        f"call; about {paid:,} of {count.tokens:,} prompt tokens cannot come from the provider's "
+                        "cache and are paid in full again")

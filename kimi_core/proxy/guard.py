@@ -37,9 +37,7 @@ from kimi_core.guard import (
 from kimi_core.providers import ANTHROPIC, BEDROCK, OPENAI_CHAT, OPENAI_RESPONSES, Route
 from kimi_core.proxy.compactor import apply, rewrite
 from kimi_core.proxy.context import WEBSOCKET, KimiContext, LLMCall
-from kimi_core.redact import redact_text
-from kimi_core.store import AlertRecord, CalibrationRecord, WindowRecord
-from kimi_core.store.records import now_iso
+from kimi_core.store import CalibrationRecord, WindowRecord
 from kimi_core.windows import is_overflow
 
 logger = logging.getLogger(__name__)
@@ -241,14 +239,7 @@ class KimiGuard:
         self._alert(flow, call, call.decision.share, "rejected", text)
 
     def _alert(self, flow: http.HTTPFlow, call: LLMCall, level: float, kind: str, message: str) -> None:
-        message = redact_text(message)  # it may quote a provider's error
-        logger.warning("kimi: %s: %s", kind.replace("_", " "), message)
-        self.kimi.metrics.alerts.labels(kind).inc()
-        flow.marked = ":warning:"
-        store = self.kimi.store
-        if store is not None:
-            store.submit(AlertRecord(now_iso(), call.session.id if call.session else None, flow.id,
-                                     round(level, 4), kind, message))
+        self.kimi.alert(flow, call, level, kind, message)
 
     # -- responses ----------------------------------------------------------------------
 
