@@ -14,6 +14,7 @@ except ImportError:  # loaded by path from a plain checkout
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kimi_core.proxy import (
+    KimiBudgets,
     KimiCompactor,
     KimiContext,
     KimiConversations,
@@ -36,6 +37,7 @@ calls = [
     KimiSessions(kimi),
     KimiMeter(kimi),
     KimiConversations(kimi),
+    KimiBudgets(kimi),
     KimiCompactor(kimi),
     KimiGuard(kimi),
     KimiMemory(kimi),

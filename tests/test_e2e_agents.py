@@ -248,3 +248,26 @@ def test_litellm_raises_its_context_window_error_on_a_refusal(proxy, fake, monke
                            messages=[{"role": "user", "content": "lorem ipsum dolor sit amet " * 1000}])
     assert "maximum context length is 3799 tokens" in str(raised.value)
     assert not reached(fake, "litellm-cramped")
+
+
+@pytest.mark.parametrize("transport", ["websocket", "http"])
+def test_codex_stops_at_a_spent_budget_without_retrying(agent_bin, fake, tmp_path, transport):
+    import openai
+    work = tmp_path / "proxy"
+    with Mitmdump(work, upstream_port=fake.port, options={"kimi_budget_daily_usd": "1"}) as proxy:
+        bundle = work / "bundle.pem"
+        system = Path("/etc/ssl/certs/ca-certificates.crt")
+        bundle.write_bytes((system.read_bytes() if system.exists() else b"") + proxy.ca.read_bytes())
+        proxy.bundle = bundle
+        spender = openai.OpenAI(api_key="sk-test-spend", max_retries=0, http_client=openai.DefaultHttpxClient(
+            proxy=proxy.url, verify=str(bundle)))
+        spender.chat.completions.create(model="gpt-4.1", messages=[{"role": "user", "content": "spend"}],
+                                        extra_headers={"X-Fake-Prompt-Tokens": "1000000"})  # $2 of a $1 budget
+        wait_rows(proxy.db, "cost_usd > 1")
+        code, out = codex(agent_bin, proxy, tmp_path, "gpt-4.1", transport)
+        # Codex's own words for money run out, and no retry loop: the call came once.
+        assert code != 0 and "Quota exceeded. Check your plan and billing details." in out, proxy.log()[-3000:]
+        refused = wait_rows(proxy.db, "action = 'over_budget' AND transport = ?", (transport,))
+        asked = [(r["messages"], r["request_bytes"]) for r in refused]
+        # Over a WebSocket Codex warms the socket up with its first message, then sends the turn: each once.
+        assert asked and len(set(asked)) == len(asked) <= 2, asked

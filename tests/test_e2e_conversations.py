@@ -140,3 +140,32 @@ def test_a_changed_system_prompt_or_an_edited_message_is_a_cache_break_and_moved
     assert "message 1 (user) changed since its last call" in edited
     paid = int(edited.split("about ")[1].split(" of ")[0].replace(",", ""))
     assert 2500 < paid < rows[3]["prompt_tokens_est"]  # from the edited message on, not the system prompt
+
+
+def test_past_its_budget_a_call_is_refused_in_the_provider_form_and_the_sdks_do_not_retry(fake, tmp_path):
+    import anthropic
+    import openai
+    from test_e2e import trust
+
+    from kimi_core.testing.proxy import Mitmdump
+    with Mitmdump(tmp_path, upstream_port=fake.port, options={"kimi_budget_daily_usd": "0.01"}) as proxy:
+        client = openai.OpenAI(api_key="sk-test-budget", max_retries=3, http_client=openai.DefaultHttpxClient(
+            proxy=proxy.url, verify=trust(proxy)))
+        client.chat.completions.create(model="gpt-4.1", messages=[{"role": "user", "content": "spend"}],
+                                       extra_headers={"X-Fake-Prompt-Tokens": "10000"})  # about $0.02
+        wait_rows(proxy.db, "model = 'gpt-4.1'")
+        seen = len(fake.seen)
+        with pytest.raises(openai.RateLimitError) as raised:
+            client.chat.completions.create(model="gpt-4.1", messages=[{"role": "user", "content": "more"}])
+        assert raised.value.code == "insufficient_quota" and "the daily budget of $0.01 is spent" in raised.value.message
+        with pytest.raises(anthropic.BadRequestError) as claude:
+            anthropic.Anthropic(api_key="sk-ant-test", max_retries=3, http_client=anthropic.DefaultHttpxClient(
+                proxy=proxy.url, verify=trust(proxy))).messages.create(
+                model="claude-sonnet-4-5", max_tokens=10, messages=[{"role": "user", "content": "more"}])
+        assert claude.value.body["error"]["message"].startswith("You have reached your specified API usage limits")
+        assert len(fake.seen) == seen  # never left the machine
+        rows = wait_rows(proxy.db, "action = 'over_budget'", count=2)
+        assert len(rows) == 2 and all(r["cost_usd"] == 0 for r in rows)  # one row each: no retries
+        db = sqlite3.connect(proxy.db)
+        kinds = [k for (k,) in db.execute("SELECT kind FROM alerts ORDER BY id")]
+        assert kinds.count("budget") == 3 and kinds.count("over_budget") == 2  # 75%, 85%, 95%, then refusals

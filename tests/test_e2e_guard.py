@@ -251,6 +251,8 @@ def test_refusals_in_french(fake, tmp_path_factory):
 @pytest.mark.parametrize("option,value,message", [
     ("kimi_reject_at", "lots", "kimi_reject_at / kimi_alert_at: 'lots' is not a ratio (write 0.95 or 95%)"),
     ("kimi_alert_at", "0.5,200%", "kimi_reject_at / kimi_alert_at: '200%' is not between 0 and 100%"),
+    ("kimi_budget_daily_usd", "lots", "kimi_budget_daily_usd: 'lots' is not an amount of US dollars"),
+    ("kimi_budget_agents", "claude-code", "kimi_budget_agents: 'claude-code' is not AGENT=DOLLARS"),
 ])
 def test_a_bad_threshold_stops_mitmdump_at_start_up(fake, tmp_path, option, value, message):
     proxy = Mitmdump(tmp_path, upstream_port=fake.port, options={option: value})

@@ -2,11 +2,12 @@
 
 ``addons/kimi.py`` builds them in this order, which is the order their hooks
 run for each flow: recognise, tag the session, meter, find the agent and the
-conversation, compact tool results,
+conversation, hold to the budgets, compact tool results,
 guard the context window, read memories, count metrics, record. The
 WebSocket addon runs the same chain for each call made on a socket.
 """
 
+from kimi_core.proxy.budgets import KimiBudgets
 from kimi_core.proxy.compactor import KimiCompactor
 from kimi_core.proxy.context import KimiContext, LLMCall
 from kimi_core.proxy.conversations import KimiConversations
@@ -20,5 +21,5 @@ from kimi_core.proxy.traffic import KimiTraffic
 from kimi_core.proxy.view import KimiView
 from kimi_core.proxy.websocket import KimiWebSocket
 
-__all__ = ["KimiCompactor", "KimiContext", "KimiConversations", "KimiGuard", "KimiMemory", "KimiMeter", "KimiMetrics", "KimiRecorder",
+__all__ = ["KimiBudgets", "KimiCompactor", "KimiContext", "KimiConversations", "KimiGuard", "KimiMemory", "KimiMeter", "KimiMetrics", "KimiRecorder",
            "KimiSessions", "KimiTraffic", "KimiView", "KimiWebSocket", "LLMCall"]

@@ -21,6 +21,7 @@ from mitmproxy import http
 
 from kimi_core.agents import Client
 from kimi_core.analysis import Analysis, Recent
+from kimi_core.budgets import Budgets
 from kimi_core.compaction import Compactor
 from kimi_core.config import Config
 from kimi_core.conversations import Conversation, ConversationTracker
@@ -45,6 +46,7 @@ logger = logging.getLogger(__name__)
 TRANSPORT = "kimi_transport"
 HTTP = "http"
 WEBSOCKET = "websocket"
+REFUSALS = ("rejected", "over_budget")  # the actions of calls Kimi answered itself
 
 
 @dataclass(eq=False)
@@ -79,6 +81,11 @@ class LLMCall:
     # sent it (``analysis`` is then that of the body sent on), and what was done.
     original: Analysis | None = None
     compaction: Rewritten | None = None
+
+    @property
+    def refused(self) -> bool:
+        """Kimi answered it itself (the context guard, or a budget): it never left the machine."""
+        return self.action in REFUSALS
 
     def when_analysed(self, fn: Callable[[], None]) -> None:
         """Call ``fn`` once the request's analysis is over.
@@ -146,6 +153,7 @@ class KimiContext:
         self.recent = Recent()
         self.conversations = ConversationTracker()
         self.prices = Prices()
+        self.budgets = Budgets()
         self.windows = Windows()
         self.calibration = Calibration()
         self.compactor = Compactor()

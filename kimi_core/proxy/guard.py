@@ -245,7 +245,7 @@ class KimiGuard:
 
     def response(self, flow: http.HTTPFlow) -> None:
         call = self.kimi.call(flow)
-        if call is None or call.action == "rejected" or call.reply is None:
+        if call is None or call.refused or call.reply is None:
             return
         reply = call.reply
         if reply.error and is_overflow(reply.error):

@@ -43,8 +43,8 @@ def summary(call: LLMCall) -> str:
     result = call.result()
     model = (call.reply and call.reply.model) or (result and result.request and result.request.model)
     parts = [f"kimi: {call.provider}", model or call.dialect or "not a generation endpoint"]
-    if call.action == "rejected":
-        parts.append("REFUSED by Kimi")
+    if call.refused:
+        parts.append("REFUSED by Kimi" + (" (budget)" if call.action == "over_budget" else ""))
     if call.compaction is not None and call.original is not None and call.original.count and result and result.count:
         n = len(call.compaction.done)
         parts.append(f"compacted {n} tool result{'s' if n > 1 else ''}: "
@@ -213,7 +213,7 @@ class KimiMeter:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         call = self.kimi.call(flow)
         if call is None or call.dialect is None or flow.response is None or flow.response.stream \
-                or call.action == "rejected":
+                or call.refused:
             return
         response = flow.response
         framing = framing_of(response.headers.get("content-type", ""))
@@ -231,8 +231,8 @@ class KimiMeter:
         if call is None:
             return None
         response = flow.response
-        if call.dialect is None or call.action == "rejected" or response is None:
-            if call.action == "rejected" and response is not None:
+        if call.dialect is None or call.refused or response is None:
+            if call.refused and response is not None:
                 call.response_body = response.raw_content  # Kimi's own answer
             flow.comment = summary(call)
             return None

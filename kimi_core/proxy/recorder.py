@@ -88,7 +88,7 @@ def price(prices: Prices, call: LLMCall, row: dict[str, Any], started: float | N
     """The row's cost: from the usage the provider reported; a refused call cost nothing."""
     if call.dialect is None:
         return
-    if call.action == "rejected":
+    if call.refused:
         row.update(cost_usd=0.0, cost_note="refused by Kimi: never sent")
         return
     model, prompt = row["model"], row["prompt_tokens"]
@@ -188,6 +188,9 @@ class KimiRecorder:
         if row.get("cost_usd"):
             self.kimi.metrics.cost.labels(call.provider, self.kimi.metrics.model_label(row["model"] or "")).inc(
                 row["cost_usd"])
+            for budget, share in self.kimi.budgets.add(row["session_id"], row["agent"], row["cost_usd"]):
+                self.kimi.alert(flow, call, share, "budget",
+                                f"{budget.name}: ${budget.spent:,.2f} of ${budget.limit:,.2f} spent ({share:.0%})")
         store.submit(RequestRecord(
             row=row,
             request_body=(result.body if result.body is not None else result.raw) if result else None,

@@ -17,6 +17,7 @@ silence. ``close`` writes what is queued before mitmdump exits.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import logging
@@ -93,6 +94,7 @@ class Store:
         self.named_sessions: list[SessionRecord] = []
         self.calibration: dict[str, list[tuple[int, int]]] = {}  # model -> (estimate, reported) samples
         self.learned_windows: dict[str, int] = {}  # model -> window
+        self.spend: tuple[str, float, dict[str, float], dict[str, float]] = ("", 0.0, {}, {})  # see _spend
 
     # -- lifecycle (main thread) --------------------------------------------------
 
@@ -130,12 +132,28 @@ class Store:
                 for model, samples, ratios in conn.execute("SELECT model, samples, ratios FROM calibration")
             }
             self.learned_windows = dict(conn.execute("SELECT model, context_window FROM learned_windows"))
+            self.spend = self._spend(conn)
         except (OSError, sqlite3.Error, ValueError) as e:
             raise StoreError(f"cannot open database {self.path}: {e}") from e
         self._conn = conn
         self._identity = self._file_identity()
         self.named_sessions = named
         return named
+
+    @staticmethod
+    def _spend(conn: sqlite3.Connection) -> tuple[str, float, dict[str, float], dict[str, float]]:
+        """What was spent today (the machine's day), per agent today, and per recent session: for budgets."""
+        now = datetime.datetime.now().astimezone()
+        start = now.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(datetime.UTC)
+        since = start.isoformat(timespec="milliseconds")
+        daily = conn.execute("SELECT coalesce(sum(cost_usd), 0) FROM requests WHERE ts >= ?", (since,)).fetchone()[0]
+        agents = dict(conn.execute("SELECT agent, sum(cost_usd) FROM requests WHERE ts >= ? AND agent IS NOT NULL "
+                                   "AND cost_usd IS NOT NULL GROUP BY agent", (since,)))
+        recent = (start - datetime.timedelta(days=2)).isoformat(timespec="milliseconds")
+        sessions = dict(conn.execute(
+            "SELECT session_id, sum(cost_usd) FROM requests WHERE session_id IN (SELECT DISTINCT session_id "
+            "FROM requests WHERE ts >= ?) AND cost_usd IS NOT NULL GROUP BY session_id", (recent,)))
+        return now.date().isoformat(), float(daily), agents, sessions
 
     def _file_identity(self) -> tuple[int, int] | None:
         try:
