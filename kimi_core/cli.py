@@ -9,6 +9,7 @@
     kimi-proxy show REQUEST_ID [--response]  a stored body, credentials removed
     kimi-proxy restore SHA256_OR_PREFIX      the original of a compacted tool result
     kimi-proxy report [--session S] -o report.html
+    kimi-proxy run [--session S] -- COMMAND  the command's LLM calls through Kimi, in session S
     kimi-proxy doctor                        CA trust, database, config, tokenizers: what is wrong, and the fix
 
 Every listing is a table, or JSON with ``--json``; ``--db`` chooses the
@@ -277,6 +278,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from kimi_core import run  # subprocess and all: only when asked for
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    return run.run(command, Path(args.db), Path(args.confdir), args.session, args.proxy_arg)
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     found = doctor.checks(Path(args.db).expanduser(), Path(args.confdir).expanduser(), args.config)
     if args.json:
@@ -360,6 +367,14 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--session", help="only this session")
     c.add_argument("-o", "--output", default="kimi-report.html")
     c.add_argument("--reject-at", type=ratio, default=0.95, help="the guard's refusal threshold")
+    c = command("run", cmd_run, "run a command with its LLM calls through Kimi (the running proxy, or one "
+                "started for it): kimi-proxy run [--session NAME] -- claude", listing=False)
+    c.add_argument("--session", help="the session its calls go in (default: the command's name and the time)")
+    c.add_argument("--confdir", default=DEFAULT_CONFDIR, help="mitmproxy's confdir, for a proxy started here")
+    c.add_argument("--proxy-arg", action="append", default=[], metavar="ARG",
+                   help="an argument for a proxy started here (repeat: --proxy-arg=--set "
+                        "--proxy-arg=kimi_budget_daily_usd=5)")
+    c.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     c = command("doctor", cmd_doctor, "check CA trust, the database, the config and the tokenizers")
     c.add_argument("--confdir", default=DEFAULT_CONFDIR, help="mitmproxy's confdir")
     c.add_argument("--config", help="Kimi's config file (default ~/.kimi-proxy/config.toml)")

@@ -44,3 +44,21 @@ def test_a_session_started_by_command_adopts_the_next_provider_in_auto_mode():
 def test_unknown_mode_is_refused():
     with pytest.raises(ValueError, match="session mode must be one of auto, manual"):
         SessionTracker("sometimes")
+
+
+def test_proxy_credentials_kimi_name_a_session_and_others_do_not():
+    import base64
+
+    from mitmproxy import http
+
+    from kimi_core.proxy.sessions import proxy_session
+
+    def headers(value):
+        return http.Headers(**{"proxy-authorization": value})
+
+    basic = "Basic " + base64.b64encode(b"kimi:my%20session").decode()
+    assert proxy_session(headers(basic)) == "my session"
+    assert proxy_session(headers("Basic " + base64.b64encode(b"alice:secret").decode())) is None
+    assert proxy_session(headers("Basic !!notbase64")) is None
+    assert proxy_session(headers("Bearer xyz")) is None
+    assert proxy_session(http.Headers()) is None

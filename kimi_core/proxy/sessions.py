@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
+import urllib.parse
 
 from mitmproxy import command, ctx, exceptions, http
 
@@ -14,6 +16,22 @@ logger = logging.getLogger(__name__)
 
 SESSION_HEADER = "X-Kimi-Session"
 CONTROL_PREFIX = "x-kimi-"
+PROXY_USER = "kimi"  # proxy credentials kimi:NAME (as kimi-proxy run sets them) name a session
+
+
+def proxy_session(headers: http.Headers) -> str | None:
+    """The session named by ``Proxy-Authorization: Basic kimi:NAME``, if that is what it says."""
+    value = headers.get("proxy-authorization", "")
+    scheme, _, encoded = value.partition(" ")
+    if scheme.lower() != "basic" or not encoded:
+        return None
+    try:
+        user, sep, name = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not sep or user != PROXY_USER:
+        return None
+    return urllib.parse.unquote(name).strip()[:200] or None
 
 
 def strip_control_headers(headers: http.Headers) -> dict[str, str]:
@@ -33,6 +51,7 @@ class KimiSessions:
     def __init__(self, kimi: KimiContext) -> None:
         self.kimi = kimi
         self.tracker = SessionTracker()
+        self._by_client: dict[str, str] = {}  # client connection id -> the session its proxy credentials name
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -58,11 +77,27 @@ class KimiSessions:
             for record in self.kimi.store.named_sessions:
                 self.tracker.remember(Session(record.id, record.name, record.provider, 0.0, record.mode))
 
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        """A tunnel opened with Kimi's proxy credentials: every call made through it is in their session."""
+        name = proxy_session(flow.request.headers)
+        if name is not None:
+            self._by_client[flow.client_conn.id] = name
+
+    def client_disconnected(self, client) -> None:
+        self._by_client.pop(client.id, None)
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        """Kimi's proxy credentials on a plain-HTTP request: read, and never sent on."""
+        if "proxy-authorization" in flow.request.headers and (name := proxy_session(flow.request.headers)):
+            self._by_client[flow.client_conn.id] = name
+            del flow.request.headers["proxy-authorization"]
+
     def request(self, flow: http.HTTPFlow) -> None:
         call = self.kimi.call(flow)
         if call is None:
             return
-        pinned = strip_control_headers(flow.request.headers).get(SESSION_HEADER.lower(), "").strip()
+        pinned = strip_control_headers(flow.request.headers).get(SESSION_HEADER.lower(), "").strip() \
+            or self._by_client.get(flow.client_conn.id, "")
         session, is_new = self.tracker.assign(call.provider, time.time(), pinned or None)
         call.session = session
         if is_new:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from pathlib import Path
 
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.proxy import mode_specs
@@ -24,6 +25,7 @@ from kimi_core.errors import ConfigError
 from kimi_core.providers import route_for
 from kimi_core.proxy.context import HTTP, TRANSPORT, KimiContext, LLMCall
 from kimi_core.redact import redact_path
+from kimi_core.run import announce, withdraw
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +65,8 @@ class KimiTraffic:
         self.kimi = kimi
         self._our_allow: list[str] | None = None
         self._loopback = False  # listen_host was left to its default: Kimi set it to loopback
+        self._announcing: asyncio.Task | None = None
+        self._announced: Path | None = None  # the database next to which proxy.json was written
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -95,11 +99,35 @@ class KimiTraffic:
         # servers: those that started before ``configure`` set the loopback
         # address listen on every interface. Start them again, on loopback.
         proxyserver = ctx.master.addons.get("proxyserver")
-        if not self._loopback or proxyserver is None:
+        if proxyserver is None:
             return
-        if any(_wildcard(addr[0]) for server in proxyserver.servers for addr in server.listen_addrs
-               if server.mode.custom_listen_host is None):
-            asyncio.get_running_loop().create_task(_restart(proxyserver))
+        loop = asyncio.get_running_loop()
+        if self._loopback and any(_wildcard(addr[0]) for server in proxyserver.servers
+                                  for addr in server.listen_addrs if server.mode.custom_listen_host is None):
+            loop.create_task(_restart(proxyserver))
+        self._announcing = loop.create_task(self._announce(proxyserver))
+
+    async def _announce(self, proxyserver) -> None:
+        """Once the proxy listens where it will stay: say where, for ``kimi-proxy run``."""
+        deadline = asyncio.get_running_loop().time() + 30
+        while asyncio.get_running_loop().time() < deadline:
+            ports = [addr[1] for server in proxyserver.servers if isinstance(server.mode, mode_specs.RegularMode)
+                     for addr in server.listen_addrs
+                     if addr[0] in ("127.0.0.1", "::1", "localhost") or (not self._loopback and _wildcard(addr[0]))]
+            if ports and not (self._loopback and any(_wildcard(a[0]) for s in proxyserver.servers
+                                                     for a in s.listen_addrs)):
+                try:
+                    self._announced = Path(ctx.options.kimi_db).expanduser()
+                    announce(self._announced, ports[0], Path(ctx.options.confdir).expanduser())
+                except OSError as e:
+                    logger.warning("kimi: cannot say where the proxy listens (kimi-proxy run will start its own): %s",
+                                   e)
+                return
+            await asyncio.sleep(0.05)
+
+    def done(self) -> None:
+        if self._announced is not None:
+            withdraw(self._announced)
 
     def _set_allow_hosts(self) -> None:
         current = list(ctx.options.allow_hosts)
