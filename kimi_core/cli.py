@@ -274,7 +274,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     os.fchmod(fd, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
         out.write(html)
-    print(f"wrote {args.output} ({len(html) / 1000:.0f} KB)")
+    print(f"wrote {Path(args.output).resolve()} ({len(html) / 1000:.0f} KB)")
     return 0
 
 

@@ -39,7 +39,8 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="kimi-demo-"))
     config = work / "config.toml"
-    config.write_text('[models."kimi-k2-demo"]\nprovider = "moonshot"\ncontext_window = 6000\n')
+    config.write_text('[models."kimi-k2-demo"]\nprovider = "moonshot"\ncontext_window = 6000\n'
+                      'input_per_mtok = 0.60\noutput_per_mtok = 2.50\ncache_read_per_mtok = 0.15\n')
     with FakeProvider(tls=True) as fake, Mitmdump(
             work, fake.port, options={"kimi_config": str(config), "save_stream_file": args.flows}) as proxy:
         trust = ssl.create_default_context(cafile=str(proxy.ca))
@@ -57,24 +58,34 @@ def main() -> None:
             print(f"refused, as expected: {str(e)[:100]}...", file=sys.stderr)
         listing = subprocess.run(["ls", "-lR", sysconfig.get_paths()["purelib"]], capture_output=True, text=True,
                                  check=True).stdout
+        # Claude Code's headers: the agent and its session are read from them.
         claude = anthropic.Anthropic(api_key="sk-ant-demo", max_retries=0, http_client=anthropic.DefaultHttpxClient(
-            proxy=proxy.url, verify=trust))
+            proxy=proxy.url, verify=trust), default_headers={
+            "User-Agent": "claude-cli/2.1.332 (external, cli)", "X-Claude-Code-Session-Id": "demo-session-1"})
         messages = [
             {"role": "user", "content": "Where does tiktoken keep its encodings? Je préfère des réponses courtes."},
             {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "bash",
                                                "input": {"command": "ls -lR site-packages"}}]},
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": listing}]}]
         for turn in range(3):
-            claude.messages.create(model="claude-opus-4-5", max_tokens=200, messages=messages,
-                                   extra_headers={"X-Kimi-Session": "explore"})
+            # The model hands the last turn's work to a subagent (a tool call), which runs meanwhile.
+            tool = {"X-Fake-Tool": "Task"} if turn == 2 else {}
+            claude.messages.create(model="claude-sonnet-4-5", max_tokens=200, messages=messages,
+                                   extra_headers={"X-Kimi-Session": "explore", **tool})
             messages = messages + [{"role": "assistant", "content": f"Answer {turn}."},
                                    {"role": "user", "content": f"And the tests, turn {turn}?"}]
+        task = [{"role": "user", "content": "Find every test that touches the tokenizer and list them."}]
+        for step in range(2):
+            claude.messages.create(model="claude-haiku-4-5", max_tokens=200, messages=task,
+                                   extra_headers={"X-Kimi-Session": "explore"})
+            task = task + [{"role": "assistant", "content": f"Searched {step}."},
+                           {"role": "user", "content": f"grep output {step}: tests/test_tokens.py"}]
         time.sleep(1.5)  # the memory workers wait for a pause in the traffic
     Path(args.db).unlink(missing_ok=True)
     with sqlite3.connect(proxy.db) as source, sqlite3.connect(args.db) as target:
         source.backup(target)  # the database and its write-ahead log, as one file
     Path(args.db).chmod(0o600)
-    print(args.db)
+    print(f"database: {args.db}\nflows: {args.flows} (mitmweb -r)\nmitmproxy's confdir: {proxy.confdir}")
 
 
 if __name__ == "__main__":
