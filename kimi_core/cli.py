@@ -75,6 +75,8 @@ def _share(value: float | None) -> str:
 def _usd(value: float | None) -> str:
     if value is None:
         return ""
+    if value == 0:
+        return "$0"
     return f"${value:,.4f}" if abs(value) < 1 else f"${value:,.2f}"
 
 

@@ -73,7 +73,8 @@ def _proxy_env() -> Check:
     if found:
         return Check("proxy variables", OK, ", ".join(f"{k}={v}" for k, v in found.items()))
     return Check("proxy variables", WARN, "HTTPS_PROXY is not set in this shell",
-                 "export HTTPS_PROXY=http://127.0.0.1:8080 HTTP_PROXY=http://127.0.0.1:8080 (or set your agent's proxy)")
+                 "scripts/run kimi-proxy run -- YOUR_AGENT sets it (and the CA variables) for one command; "
+                 "or export HTTPS_PROXY=http://127.0.0.1:8080 HTTP_PROXY=http://127.0.0.1:8080")
 
 
 def _database(path: Path) -> Check:
