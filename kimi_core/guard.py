@@ -185,7 +185,9 @@ _TEXT = {
         "output": "Kimi Proxy refused this request before it reached the provider: the prompt (about "
                   "{estimate} tokens) plus the requested output ({output} tokens) exceed the "
                   "{window}-token context window of {model}.",
-        "largest": " Largest parts: {parts}. Compact or drop older tool results.",
+        "largest": " Largest parts: {parts}.",
+        "tools": " Compact or drop older tool results.",
+        "less_output": " Ask for fewer output tokens, or compact the conversation.",
         "none": " Compact the conversation.",
     },
     "fr": {
@@ -195,15 +197,21 @@ _TEXT = {
         "output": "Kimi Proxy a refusé cette requête avant qu'elle n'atteigne le fournisseur : le prompt "
                   "(environ {estimate} tokens) plus la sortie demandée ({output} tokens) dépassent la "
                   "fenêtre de contexte de {window} tokens de {model}.",
-        "largest": " Plus gros éléments : {parts}. Compactez ou retirez les anciens résultats d'outils.",
+        "largest": " Plus gros éléments : {parts}.",
+        "tools": " Compactez ou retirez les anciens résultats d'outils.",
+        "less_output": " Demandez moins de tokens en sortie, ou compactez la conversation.",
         "none": " Compactez la conversation.",
     },
 }
 LANGUAGES = tuple(_TEXT)
 
 
+DOMINANT = 0.10  # a part is worth naming in a refusal from this share of the prompt on
+
+
 def largest_parts(request: LLMRequest, counter: TokenCounter, encoding: str, n: int = 3) -> list[tuple[str, int]]:
-    """The ``n`` biggest things in a prompt, by tokens: tool results, messages, the system text."""
+    """The ``n`` biggest things in a prompt, by tokens (tool results, messages, the system text),
+    among those that weigh at least ``DOMINANT`` of it: a prompt of many small messages has none."""
     parts: list[tuple[str, int]] = []
     if request.system:
         parts.append(("the system prompt", counter.count_text(request.system, encoding)))
@@ -213,7 +221,8 @@ def largest_parts(request: LLMRequest, counter: TokenCounter, encoding: str, n: 
                           counter.count_text(result.content, encoding)))
         if message.text:
             parts.append((f"message {i + 1} ({message.role})", counter.count_text(message.text, encoding)))
-    return sorted(parts, key=lambda p: -p[1])[:n]
+    total = sum(tokens for _, tokens in parts)
+    return [p for p in sorted(parts, key=lambda p: -p[1])[:n] if p[1] >= DOMINANT * total]
 
 
 def explain(decision: Decision, model: str, reject_at: float, max_output: int | None,
@@ -229,9 +238,10 @@ def explain(decision: Decision, model: str, reject_at: float, max_output: int | 
         model=model or "the model", reject=f"{reject_at:.0%}", output=n(max_output or 0))
     if largest:
         message += text["largest"].format(parts=", ".join(f"{label} ({n(tokens)} tokens)" for label, tokens in largest))
-    else:
-        message += text["none"]
-    return message
+    # Advice that fits the request: tool results to compact only when it has some.
+    if any(label.startswith("tool result") for label, _ in largest):
+        return message + text["tools"]
+    return message + text["less_output" if decision.reason == "output" else "none"]
 
 
 def provider_wording(dialect: str | None, decision: Decision, max_output: int | None) -> str:

@@ -168,6 +168,11 @@ def test_explanation_gives_figures_and_what_helps_in_english_and_french():
     assert "210\u202f000 tokens" in fr and "Compactez" in fr
     out = explain(Decision(True, 80_000, 100_000, 0.8, "output"), "m", 0.95, 30_000, [], "en")
     assert "plus the requested output (30,000 tokens) exceed the 100,000-token context window" in out
+    assert out.endswith("Ask for fewer output tokens, or compact the conversation.")
+    # Advice that fits the request: no tool results, no advice to compact them.
+    chat = explain(DECISION, "m", 0.95, None, [("message 3 (user)", 150_000)], "en")
+    assert chat.endswith("Largest parts: message 3 (user) (150,000 tokens). Compact the conversation.")
+    assert en.endswith("Compact or drop older tool results.")
 
 
 def test_largest_parts_names_tool_results_and_messages_by_size():
@@ -176,10 +181,19 @@ def test_largest_parts_names_tool_results_and_messages_by_size():
     from kimi_core.tokens import TokenCounter
     request = dialects.parse_request("openai-chat", {"model": "gpt-4", "messages": [
         {"role": "system", "content": "short"},
-        {"role": "user", "content": "list the files " * 10},
+        {"role": "user", "content": "list the files " * 100},
         {"role": "assistant", "tool_calls": [{"id": "1", "function": {"name": "list_files", "arguments": "{}"}}]},
         {"role": "tool", "tool_call_id": "1", "content": "file.py\n" * 500},
     ]})
     parts = largest_parts(request, TokenCounter(), "cl100k_base", n=2)
     assert [label for label, _ in parts] == ["tool result of list_files (message 4)", "message 2 (user)"]
     assert parts[0][1] > parts[1][1] > 0
+
+
+def test_a_prompt_of_many_small_messages_names_no_largest_part():
+    from kimi_core import dialects
+    from kimi_core.guard import largest_parts
+    from kimi_core.tokens import TokenCounter
+    request = dialects.parse_request("openai-chat", {"model": "gpt-4", "messages": [
+        {"role": "user", "content": f"step {i}: " + "word " * 80} for i in range(40)]})
+    assert largest_parts(request, TokenCounter(), "cl100k_base") == []
