@@ -137,7 +137,8 @@ def keys(headers: Mapping[str, str], body: Any) -> Keys:
     Claude Code: ``X-Claude-Code-Session-Id`` (also in ``metadata.user_id``, a JSON string with
     ``session_id``); its subagents share it. Codex: ``thread-id`` / ``session-id`` headers and
     ``prompt_cache_key`` (the thread: one conversation), ``x-codex-turn-metadata`` naming the
-    session. GitHub Copilot: ``vscode-sessionid``. The Responses API: ``previous_response_id``.
+    session. Gemini CLI on Code Assist: ``session_id`` in the request it wraps. GitHub Copilot:
+    ``vscode-sessionid``. The Responses API: ``previous_response_id``.
     """
     body = body if isinstance(body, dict) else {}
     session = _key(headers.get("x-claude-code-session-id")) or _key(headers.get("vscode-sessionid"))
@@ -161,5 +162,6 @@ def keys(headers: Mapping[str, str], body: Any) -> Keys:
         if isinstance(meta, dict):
             session = session or _key(meta.get("session_id"))
             conversation = conversation or _key(meta.get("thread_id"))
-    session = session or _key(headers.get("session-id"))
+    # Gemini CLI with a Google login: the request inside Code Assist's envelope names its session.
+    session = session or _key(headers.get("session-id")) or _key(body.get("session_id"))
     return Keys(session, conversation, _key(body.get("previous_response_id")))

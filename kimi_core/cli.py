@@ -32,6 +32,7 @@ from typing import Any
 from tabulate import tabulate
 
 from kimi_core import doctor
+from kimi_core.cost import usd
 from kimi_core.errors import KimiError
 from kimi_core.redact import printable
 from kimi_core.store import queries
@@ -72,17 +73,9 @@ def _share(value: float | None) -> str:
     return "" if value is None else f"{value:.0%}"
 
 
-def _usd(value: float | None) -> str:
-    if value is None:
-        return ""
-    if value == 0:
-        return "$0"
-    return f"${value:,.4f}" if abs(value) < 1 else f"${value:,.2f}"
-
-
 def _cost(row: dict[str, Any]) -> str:
     """A summed cost, marked when some calls had no price (their cost is not in it)."""
-    text = _usd(row["cost_usd"])
+    text = usd(row["cost_usd"])
     return f"{text} +{row['unpriced']} unpriced" if row.get("unpriced") else text
 
 
@@ -121,7 +114,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         "peak": lambda r: _share(r["peak_share"]),
         "refused": lambda r: r["refusals"],
         "compacted": lambda r: r["compactions"],
-        "cost": lambda r: _usd(r["cost_usd"]),
+        "cost": lambda r: usd(r["cost_usd"]),
         "agents": lambda r: r["agents"],
         "forecast": lambda r: r["forecast"],
         "started": lambda r: _when(r["started"]),
@@ -145,7 +138,7 @@ def cmd_requests(args: argparse.Namespace) -> int:
         "prompt (reported)": lambda r: r["prompt_tokens"],
         "out": lambda r: r["completion_tokens"],
         "window": lambda r: _share(r["window_share"]),
-        "cost": lambda r: _usd(r["cost_usd"]),
+        "cost": lambda r: usd(r["cost_usd"]),
         "action": lambda r: r["action"],
         "ttfb ms": lambda r: _ms(r["ttfb_ms"]),
         "ms": lambda r: _ms(r["duration_ms"]),
@@ -173,7 +166,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         "ttfb p95": lambda r: _ms(r["ttfb_p95_ms"]),
         "refused": lambda r: r["refusals"],
         "saved": lambda r: r["tokens_saved"],
-        "cost": lambda r: _usd(r["cost_usd"]),
+        "cost": lambda r: usd(r["cost_usd"]),
         "calibration": lambda r: None if r["calibration"] is None else f"{r['calibration']:.2f}",
     }, "no requests in that period")
 
@@ -202,9 +195,9 @@ def cmd_cost(args: argparse.Namespace) -> int:
         total = sum(r["cost_usd"] or 0 for r in rows)
         unpriced = sum(r["unpriced"] or 0 for r in rows)
         saved = sum(r["saved_usd"] or 0 for r in rows)
-        print(f"{_usd(total)} in {sum(r['calls'] for r in rows):,} LLM calls"
+        print(f"{usd(total)} in {sum(r['calls'] for r in rows):,} LLM calls"
               + (f" ({unpriced:,} without a price, not included)" if unpriced else "")
-              + (f"; compaction saved {_usd(saved)}" if saved else "") + "\n")
+              + (f"; compaction saved {usd(saved)}" if saved else "") + "\n")
     return emit(rows, args, {
         args.by: lambda r: r["group"],
         "calls": lambda r: r["calls"],
@@ -213,7 +206,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
         "out": lambda r: r["completion_tokens"],
         "cost": _cost,
         "estimated": lambda r: r["estimated"] or "",
-        "saved": lambda r: _usd(r["saved_usd"]),
+        "saved": lambda r: usd(r["saved_usd"]),
     }, "no LLM calls in that period")
 
 

@@ -68,6 +68,15 @@ class OwnPrice:
                 + usage.output * self.output) / 1e6
 
 
+def usd(value: float | None) -> str:
+    """Dollars as the tables show them: cents of cents below a dollar."""
+    if value is None:
+        return ""
+    if value == 0:
+        return "$0"
+    return f"${value:,.4f}" if abs(value) < 1 else f"${value:,.2f}"
+
+
 class Prices:
     """Thread-safe; lookups are remembered by (provider, model)."""
 

@@ -15,6 +15,7 @@ import sqlite3
 from typing import Any
 
 from kimi_core import dialects
+from kimi_core.cost import usd
 from kimi_core.errors import BodyError, StoreError
 from kimi_core.store import queries
 from kimi_core.store.read import load_request_body
@@ -113,6 +114,26 @@ def largest_tool_results(conn: sqlite3.Connection, request_id: str | None, diale
     return sorted(found, key=lambda r: -r["tokens"])[:n]
 
 
+def conversations_table(conn: sqlite3.Connection, session: str) -> str:
+    """The session's conversations: agent, parent (a subagent's), calls, tokens, cache share, cost."""
+    rows = queries.conversations(conn, session=session, limit=50)
+    if not rows:
+        return ""
+    short = {r["conversation"]: r["conversation"][:8] for r in rows}
+    out = ["<h3>Conversations</h3><table><tr>" + "".join(f"<th>{h}</th>" for h in (
+        "conversation", "agent", "started by", "title", "calls", "prompt", "cached", "cost")) + "</tr>"]
+    for r in rows:
+        cached = f"{r['cached_tokens'] / r['prompt_tokens']:.0%}" if r["prompt_tokens"] else ""
+        unpriced = f" (+{r['unpriced']} unpriced)" if r["unpriced"] else ""
+        out.append(
+            f'<tr class="conversation"><td>{_e(short[r["conversation"]])}</td><td>{_e(r["agent"])}</td>'
+            f'<td>{_e(short.get(r["parent"], (r["parent"] or "")[:8]))}</td><td>{_e((r["title"] or "")[:70])}</td>'
+            f'<td class="n">{r["calls"]}</td><td class="n">{r["prompt_tokens"] or 0:,}</td>'
+            f'<td class="n">{cached}</td><td class="n">{_e(usd(r["cost_usd"]) + unpriced)}</td></tr>')
+    out.append("</table>")
+    return "".join(out)
+
+
 def session_section(conn: sqlite3.Connection, s: dict[str, Any], counter: TokenCounter) -> str:
     rows = conn.execute(
         "SELECT id, dialect, coalesce(prompt_tokens_cal, prompt_tokens_est), tokens_before, action, context_window, "
@@ -129,12 +150,12 @@ def session_section(conn: sqlite3.Connection, s: dict[str, Any], counter: TokenC
            f'<span class="muted">{_e(s["provider"])} · {_e(s["models"])}</span></h2>'),
            "<table><tr>" + "".join(f"<th>{h}</th>" for h in (
                "requests", "prompt (reported)", "completion", "peak share", "refused", "compacted", "saved",
-               "forecast")) + "</tr><tr>",
+               "cost", "forecast")) + "</tr><tr>",
            "".join(f'<td class="n">{_e(v)}</td>' for v in (
                s["requests"], f"{s['prompt_tokens'] or 0:,}", f"{s['completion_tokens'] or 0:,}",
                f"{s['peak_share']:.0%}" if s["peak_share"] is not None else "", s["refusals"], s["compactions"],
-               f"{saved:,}", s["forecast"] or "")),
-           "</tr></table>", chart(points, window)]
+               f"{saved:,}", usd(s["cost_usd"]), s["forecast"] or "")),
+           "</tr></table>", chart(points, window), conversations_table(conn, s["session"])]
     if top:
         out.append("<h3>Largest tool results (in the last request, as sent)</h3><table><tr><th>tool</th><th>message</th>"
                    "<th>tokens</th><th>begins with</th></tr>")

@@ -58,5 +58,6 @@ def test_the_ids_each_agent_sends():
     assert keys({}, {"prompt_cache_key": "thread-7"}).conversation == "thread-7"
     assert keys({}, {"previous_response_id": "resp_1"}).previous_response == "resp_1"
     assert keys({"vscode-sessionid": "v1"}, {}).session == "v1"
+    assert keys(GEMINI_CLI, {"contents": [], "session_id": "g-7"}).session == "g-7"  # inside Code Assist's envelope
     assert keys(GEMINI_CLI, {"contents": []}) == keys({}, None)  # nothing to go by: the history decides
     assert keys({}, {"metadata": {"user_id": "{not json"}}).session is None

@@ -205,6 +205,8 @@ def test_the_report_shows_the_chart_in_a_browser(recorded, tmp_path):
     page = out.read_text()
     assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "") and "<script" not in page
     assert page.count('class="refusal"') == 1 and page.count('class="threshold"') == 3
+    # Its conversations, with their agent and what they cost (tiny-1 has no price: said, not made up).
+    assert page.count('class="conversation"') == 2 and "openai-python" in page and "unpriced" in page
     shot = tmp_path / "report.png"
     subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
                     "--window-size=1000,800", out.as_uri()], capture_output=True, timeout=60, check=True)
