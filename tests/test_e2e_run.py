@@ -76,21 +76,37 @@ def test_with_no_proxy_running_one_is_started_for_the_command_and_stopped_after(
                                                                .read_bytes())
 
 
-def test_claude_code_run_as_typed_lands_in_its_session(proxy, tmp_path):
+AGENTS = {  # argv (the model goes in {model}), the key a user has, the agent Kimi names
+    "claude": (["claude", "-p", "Say hello", "--model", "{model}"], {"ANTHROPIC_API_KEY": "sk-ant-test-run"},
+               "claude-opus-4-5", "claude-code"),
+    "codex": (["codex", "exec", "--skip-git-repo-check", "-m", "{model}", "Say hello"],
+              {"OPENAI_API_KEY": "sk-test-run", "CODEX_API_KEY": "sk-test-run"}, "gpt-5.1-codex", "codex"),
+    "gemini": (["gemini", "-p", "Say hello", "-m", "{model}"],
+               {"GEMINI_API_KEY": "AIzaSyRunTestRunTestRunTestRunTest000", "GEMINI_CLI_TRUST_WORKSPACE": "true"},
+               "gemini-2.5-pro", "gemini-cli"),
+}
+
+
+@pytest.mark.parametrize("agent", list(AGENTS))
+def test_each_agent_run_as_typed_lands_in_its_session(proxy, tmp_path, agent):
     try:
         bin_dir = agents.install()
     except agents.AgentsUnavailable as e:
         if os.environ.get("KIMI_REQUIRE_AGENTS"):
             pytest.fail(f"the agents are required here (KIMI_REQUIRE_AGENTS) but: {e}")
         pytest.skip(f"agents not installed: {e}")
+    argv, keys, family, name = AGENTS[agent]
     home = tmp_path / "home"
     home.mkdir()
-    env = clean_env(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), ANTHROPIC_API_KEY="sk-ant-test-run",
-                    DISABLE_AUTOUPDATER="1", PATH=f"{bin_dir}:{os.environ['PATH']}")
-    model = f"claude-opus-4-5-{uuid.uuid4().hex[:6]}"
-    done = kimi_run(proxy.db, "--session", "claude run", "--", "claude", "-p", "Say hello", "--model", model, env=env)
-    assert done.returncode == 0 and "piece 0 piece 1" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
-    [row] = wait_rows(proxy.db, "model = ?", (model,))
+    env = clean_env(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), DISABLE_AUTOUPDATER="1",
+                    PATH=f"{bin_dir}:{os.environ['PATH']}", **keys)
+    model, session = f"{family}-{uuid.uuid4().hex[:6]}", f"{agent} run {uuid.uuid4().hex[:4]}"
+    done = kimi_run(proxy.db, "--session", session, "--", *(a.format(model=model) for a in argv), env=env)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0 and "piece 0 piece 1" in out, out[-3000:]
+    rows = [r for r in wait_rows(proxy.db, "model = ?", (model,)) if r["messages"]]
+    assert rows and {r["agent"] for r in rows} == {name}
     import sqlite3
-    name = sqlite3.connect(proxy.db).execute("SELECT name FROM sessions WHERE id = ?", (row["session_id"],)).fetchone()
-    assert name == ("claude run",) and row["agent"] == "claude-code"
+    db = sqlite3.connect(proxy.db)
+    names = {db.execute("SELECT name FROM sessions WHERE id = ?", (r["session_id"],)).fetchone()[0] for r in rows}
+    assert names == {session}
