@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 MAX_CONVERSATIONS = 2000  # remembered, least recently seen dropped first
 RECENT_EDITS = 50  # conversations looked at for an edited start
+EDIT_WINDOW = 200  # messages compared with each
 PARENT_SECONDS = 1800.0  # how long a conversation waiting for a tool may have a subagent start under it
 
 
@@ -176,9 +177,9 @@ class ConversationTracker:
                 break
             if candidate.agent != facts.agent or candidate.session_key != facts.session_key:
                 continue
-            pairs = list(zip(candidate.digests, facts.digests, strict=False))
-            same = sum(a == b for a, b in pairs)
-            if same >= 2 and same * 2 >= len(candidate.digests):
+            head = candidate.digests[:EDIT_WINDOW]  # enough to tell, and a bounded cost on the event loop
+            same = sum(a == b for a, b in zip(head, facts.digests[:EDIT_WINDOW], strict=False))
+            if same >= 2 and same * 2 >= len(head):
                 return candidate
         return None
 
