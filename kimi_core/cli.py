@@ -8,6 +8,7 @@
     kimi-proxy alerts | memories [--kind K]
     kimi-proxy show REQUEST_ID [--response]  a stored body, credentials removed
     kimi-proxy restore SHA256_OR_PREFIX      the original of a compacted tool result
+    kimi-proxy mcp                           an MCP server: the model itself reads what compaction left out
     kimi-proxy report [--session S] -o report.html
     kimi-proxy run [--session S] -- COMMAND  the command's LLM calls through Kimi, in session S
     kimi-proxy doctor                        CA trust, database, config, tokenizers: what is wrong, and the fix
@@ -279,6 +280,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run.run(command, Path(args.db), Path(args.confdir), args.session, args.proxy_arg)
 
 
+def cmd_mcp(args: argparse.Namespace) -> int:
+    from kimi_core import retrieval  # the MCP SDK: only when asked for
+    retrieval.serve(Path(args.db))
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     found = doctor.checks(Path(args.db).expanduser(), Path(args.confdir).expanduser(), args.config)
     if args.json:
@@ -370,6 +377,8 @@ def parser() -> argparse.ArgumentParser:
                    help="an argument for a proxy started here (repeat: --proxy-arg=--set "
                         "--proxy-arg=kimi_budget_daily_usd=5)")
     c.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+    command("mcp", cmd_mcp, "an MCP server (stdio) whose tool kimi_original lets an agent's model read what "
+            "compaction left out", listing=False)
     c = command("doctor", cmd_doctor, "check CA trust, the database, the config and the tokenizers")
     c.add_argument("--confdir", default=DEFAULT_CONFDIR, help="mitmproxy's confdir")
     c.add_argument("--config", help="Kimi's config file (default ~/.kimi-proxy/config.toml)")

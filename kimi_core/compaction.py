@@ -201,7 +201,8 @@ def scores(pieces: list[Chunk], query: Query) -> list[float]:
 
 def marker(lines: int, tokens: int, digest: str) -> str:
     return (f"[... Kimi Proxy left out {lines} lines (about {tokens:,} tokens) of this tool result; "
-            f"the original is kept: kimi-proxy restore {digest[:12]} ...]")
+            f"the original is kept, sha {digest[:12]}: the kimi_original tool reads any part of it "
+            f"(or: kimi-proxy restore {digest[:12]}) ...]")
 
 
 @dataclass(frozen=True, slots=True)
