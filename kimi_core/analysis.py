@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import hashlib
 import itertools
@@ -80,13 +81,25 @@ class Recent:
     def number(self) -> int:
         return next(self._seq)
 
-    def find(self, dialect: str, text: str) -> Analysis | None:
+    def find(self, dialect: str, text: str) -> tuple[Analysis, int] | None:
+        """The recent analysis this body begins with, and how many of its history items it repeats.
+
+        All of them when the body extends it; otherwise the items before the first change
+        (Claude Code moves its ``cache_control`` markers to the newest messages on every
+        turn: only the end of the history differs), if that is most of it.
+        """
         with self._lock:
             recent = list(self._recent)
+        best: tuple[Analysis, int] | None = None
         for prefix, prior in reversed(recent):
-            if prior.dialect == dialect and len(text) > len(prefix) and text.startswith(prefix):
-                return prior
-        return None
+            if prior.dialect != dialect:
+                continue
+            if len(text) > len(prefix) and text.startswith(prefix):
+                return prior, len(prior.parsed.items)  # type: ignore[union-attr]
+            keep = _repeated_items(prior, text)
+            if keep and (best is None or keep > best[1]):
+                best = (prior, keep)
+        return best
 
     def add(self, analysis: Analysis) -> None:
         parsed, text = analysis.parsed, analysis.text
@@ -106,17 +119,43 @@ class Recent:
             self._recent = kept
 
 
+def first_difference(a: str, b: str) -> int:
+    """Where ``a`` and ``b`` first differ (the shorter's length if one begins the other)."""
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:  # a[:lo] == b[:lo]; halving chunks: about twice the common length compared in all
+        mid = (lo + hi + 1) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _repeated_items(prior: Analysis, text: str) -> int:
+    """How many of ``prior``'s first history items ``text`` repeats byte for byte (0 unless most of them)."""
+    items, ptext = prior.parsed.items if prior.parsed else None, prior.text
+    if not items or ptext is None or len(items) < 4:
+        return 0
+    first = items[0][1]
+    if not text.startswith(ptext[:first]):  # another conversation: over at once
+        return 0
+    same = first_difference(ptext[:items[-1][1]], text)
+    keep = bisect.bisect_right([end for _, end in items], same)
+    return keep if keep * 2 >= len(items) else 0
+
+
 def _parse_json(data: bytes, dialect: str, recent: Recent | None) -> tuple[Analysis, Analysis | None]:
     """The body as JSON, with history spans when it is a UTF-8 object with a history list;
     and the recent analysis it resumed from, if any."""
     key = dialects.MODULES[dialect].HISTORY_KEY
     try:
         text = data.decode("utf-8")
-        prior = recent.find(dialect, text) if recent is not None else None
-        parsed = None
-        if prior is not None:
+        found = recent.find(dialect, text) if recent is not None else None
+        prior, reused, parsed = None, 0, None
+        if found is not None:
+            prior, reused = found
             try:
-                parsed = jsonspans.resume(text, key, prior.parsed)
+                parsed = jsonspans.resume(text, key, prior.parsed, reused)
             except ValueError:
                 prior = None
         if parsed is None:
@@ -128,10 +167,15 @@ def _parse_json(data: bytes, dialect: str, recent: Recent | None) -> tuple[Analy
     if prior is None:
         return Analysis(body=parsed.obj, text=text, parsed=parsed, dialect=dialect,
                         digests=[digest(text[a:b]) for a, b in parsed.items]), None
-    reused = len(prior.parsed.items)
     return Analysis(body=parsed.obj, text=text, parsed=parsed, dialect=dialect, prior_seq=prior.seq,
                     reused=reused, digests=prior.digests[:reused] + [
                         digest(text[a:b]) for a, b in parsed.items[reused:]]), prior
+
+
+def _messages_before(prior: Analysis, items: int) -> tuple:
+    """``prior``'s messages from its first ``items`` history items."""
+    messages = prior.request.messages if prior.request is not None else ()
+    return tuple(m for m in messages if m.index < items)
 
 
 def analyse(raw: bytes, content_encoding: str, route: Route | str, path: str,
@@ -184,7 +228,8 @@ def parse(raw: bytes, content_encoding: str, route: Route | str, path: str, max_
     result.envelope, result.route = envelope, route
     try:
         if prior is not None and prior.request is not None:
-            request = dialects.parse_request(dialect, result.body, path, result.reused, prior.request.messages)
+            request = dialects.parse_request(dialect, result.body, path, result.reused,
+                                             _messages_before(prior, result.reused))
         else:
             request = dialects.parse_request(dialect, result.body, path)
     except BodyError as e:
@@ -205,14 +250,18 @@ def count(result: Analysis, prior: Analysis | None, counter: TokenCounter, recen
     """
     if result.request is None or result.error:
         return result
+    before = prior.count if prior is not None else None
+    kept_messages = len(_messages_before(prior, result.reused)) if prior is not None else 0
+    if before is not None and kept_messages < before.messages:  # only the start of the prior repeated
+        per = before.per_message[:kept_messages]
+        before = dataclasses.replace(before, messages=kept_messages, message_tokens=sum(per), per_message=per)
     try:
-        result.count = counter.count_request(result.request, result.digests, prior.count if prior else None,
-                                             deadline)
+        result.count = counter.count_request(result.request, result.digests, before, deadline)
     except Abandoned:
         result.error = f"not counted: over its {budget_ms:,} ms analysis budget (kimi_analysis_ms)"
         return result
     messages = result.request.messages
-    kept = prior.contents if prior is not None and len(prior.contents) <= len(messages) else ()
+    kept = prior.contents[:kept_messages] if prior is not None and kept_messages <= len(messages) else ()
     result.contents = kept + tuple(digest(f"{m.role}\0{message_text(m)}") for m in messages[len(kept):])
     if recent is not None:
         result.seq = recent.number()

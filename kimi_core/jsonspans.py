@@ -124,17 +124,21 @@ def parse(text: str, key: str) -> Parsed:
     return _rest(text, idx, key, parsed)
 
 
-def resume(text: str, key: str, prior: Parsed) -> Parsed:
-    """``parse(text, key)`` for a text that starts with ``prior``'s text up to its last item.
+def resume(text: str, key: str, prior: Parsed, keep: int | None = None) -> Parsed:
+    """``parse(text, key)`` for a text that starts with ``prior``'s text up to the end of its
+    ``keep``-th item (all of them by default).
 
     The caller checks that prefix; the items before are reused, only what
     follows is read.
     """
     assert prior.resumable and prior.items and prior.head is not None and prior.whole
-    values = list(prior.obj[key])
-    spans = list(prior.items)
+    keep = len(prior.items) if keep is None else keep
+    if not 0 < keep <= len(prior.items):
+        raise Unusual(f"cannot resume after item {keep} of {len(prior.items)}")
+    values = list(prior.obj[key][:keep])
+    spans = list(prior.items[:keep])
     parsed = Parsed(dict(prior.head))
-    end = _items(text, prior.end_of_items, values, spans)
+    end = _items(text, spans[-1][1], values, spans)
     parsed.obj[key] = values
     parsed.items, parsed.whole, parsed.head, parsed.resumable = spans, (prior.whole[0], end), prior.head, True
     return _rest(text, end, key, parsed)

@@ -125,3 +125,29 @@ def test_a_resumed_conversation_is_stored_whole_and_once(tmp_path):
         assert load_request_body(db, f"r{i}") == json.loads(raw)
     # 30 messages + 1 envelope + 10 history lists.
     assert db.execute("SELECT count(*) FROM blobs").fetchone()[0] == 41
+
+
+def test_a_history_whose_last_items_changed_resumes_before_the_change():
+    """Claude Code moves its cache_control marker to the newest message each turn: the body no longer
+    begins with the last one, but all items before the change are reused, and the result is the same."""
+    import json
+
+    from kimi_core.analysis import Recent, analyse, first_difference
+    from kimi_core.tokens import TokenCounter
+
+    def body(n, marked):
+        messages = [{"role": "user" if i % 2 == 0 else "assistant",
+                     "content": [{"type": "text", "text": f"turn {i}: " + "words " * 50}]} for i in range(n)]
+        messages[marked]["content"][0]["cache_control"] = {"type": "ephemeral"}
+        return json.dumps({"model": "claude-sonnet-4-5", "max_tokens": 10, "messages": messages}).encode()
+
+    recent, counter = Recent(), TokenCounter()
+    first = analyse(body(10, 9), "", "anthropic", "/v1/messages", counter, 10**8, recent)
+    again = analyse(body(12, 11), "", "anthropic", "/v1/messages", counter, 10**8, recent)
+    fresh = analyse(body(12, 11), "", "anthropic", "/v1/messages", TokenCounter(), 10**8, None)
+    assert again.prior_seq == first.seq and again.reused == 9  # all but the item whose marker moved
+    assert again.count == fresh.count and again.contents == fresh.contents and again.digests == fresh.digests
+    assert again.request.messages == fresh.request.messages
+    other = analyse(body(6, 5).replace(b"turn 0", b"other"), "", "anthropic", "/v1/messages", counter, 10**8, recent)
+    assert other.prior_seq is None  # another conversation resumes nothing
+    assert first_difference("abcdef", "abcxef") == 3 and first_difference("abc", "abcdef") == 3

@@ -42,6 +42,7 @@ BATCH = 32  # messages read in one call to the reader process
 QUIET = 0.25  # seconds without a new request before reading: extraction yields to traffic
 SEEN_SIZE = 50_000  # user messages remembered as already read (about 5 MB)
 DRAIN_SECONDS = 3.0  # what is still queued at shutdown is read for this long, then dropped
+START_SECONDS = 120.0  # for the reader process to start, before its first batch is timed
 READ_BUDGET = 20.0  # seconds for one batch (they take under a second): past it, the reader is stopped
 LLM_TIMEOUT = 20.0
 
@@ -88,8 +89,14 @@ class Reader:
             except (OSError, ValueError, NotImplementedError) as e:
                 logger.warning("kimi: cannot start the memory reader process (%s); reading in a thread", e)
                 self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kimi-memory")
+            else:  # a new process starts slowly on a busy machine (and at a low priority): not the batch's time
+                await self._call(abs, 0, START_SECONDS)
         if self._thread is not None:  # a thread cannot be stopped: no budget there
             return await loop.run_in_executor(self._thread, fn, arg)
+        return await self._call(fn, arg, self.budget)
+
+    async def _call(self, fn: Callable[[Any], Any], arg: Any, seconds: float) -> Any:
+        loop = asyncio.get_running_loop()
         assert self._pool is not None
         future = loop.create_future()
 
@@ -107,7 +114,7 @@ class Reader:
 
         self._pool.apply_async(fn, (arg,), callback=back(future.set_result), error_callback=back(future.set_exception))
         try:
-            return await asyncio.wait_for(future, self.budget)
+            return await asyncio.wait_for(future, seconds)
         except TimeoutError:
             await asyncio.to_thread(self.close)  # the next batch starts a new process
             raise Abandoned from None
