@@ -97,8 +97,9 @@ def test_sigterm_with_50_streams_in_flight(fake, tmp_path):
     completed = done.count(True)
     db = sqlite3.connect(proxy.db)
     rows = db.execute("SELECT count(*) FROM requests WHERE model = ? AND error IS NULL", (tag,)).fetchone()[0]
+    errors = [e for (e,) in db.execute("SELECT error FROM requests WHERE model = ? AND error IS NOT NULL", (tag,))]
     assert completed > 0
-    assert rows >= completed  # every stream the client saw complete has its row
+    assert rows >= completed, errors  # every stream the client saw complete has its row
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 

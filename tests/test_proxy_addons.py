@@ -249,7 +249,7 @@ def test_shutdown_writes_rows_whose_analysis_is_still_running(harness):
         flow.response = response
         for event in list(eventsequence.iterate(flow))[len(events):]:
             await h.tctx.master.addons.handle_lifecycle(event)
-        h.tctx.master.addons.trigger(hooks.DoneHook())  # before the count can finish
+        await h.tctx.master.addons.trigger_event(hooks.DoneHook())  # before the count can finish
         db = sqlite3.connect(h.db)
         [(prompt_tokens, error)] = db.execute("SELECT prompt_tokens, error FROM requests").fetchall()
         assert prompt_tokens == 11  # the row is there, with the provider's usage

@@ -7,6 +7,7 @@ database never fails or delays a request: see ``kimi_core.store``.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 import time
@@ -116,12 +117,16 @@ def price(prices: Prices, call: LLMCall, row: dict[str, Any], started: float | N
         row["saved_usd"] = round((before - after) * (row["calibration_factor"] or 1.0) * found.input_usd_per_token, 8)
 
 
+SHUTDOWN_GRACE = 5.0  # seconds calls in flight at shutdown get to finish
+
+
 class KimiRecorder:
     def __init__(self, kimi: KimiContext) -> None:
         self.kimi = kimi
         self._sessions_written: set[str] = set()
         # Finished flows whose request analysis is still running, by flow id.
         self._awaiting: dict[str, tuple[http.HTTPFlow, LLMCall]] = {}
+        self._unanswered: dict[str, None] = {}  # LLM calls not answered yet, by flow id
 
     def load(self, loader) -> None:
         loader.add_option("kimi_db", str, DEFAULT_DB, "Kimi Proxy's SQLite database.")
@@ -158,6 +163,10 @@ class KimiRecorder:
     def response(self, flow: http.HTTPFlow) -> None:
         self._record(flow)
 
+    def request(self, flow: http.HTTPFlow) -> None:
+        if self.kimi.call(flow) is not None:
+            self._unanswered[flow.id] = None
+
     def error(self, flow: http.HTTPFlow) -> None:
         self._record(flow)
 
@@ -166,6 +175,7 @@ class KimiRecorder:
         if call is None or self.kimi.store is None or call.recorded:
             return
         call.recorded = True
+        self._unanswered.pop(flow.id, None)
         self._awaiting[flow.id] = (flow, call)
         call.when_analysed(lambda: self._submit(flow, call))
 
@@ -206,7 +216,12 @@ class KimiRecorder:
         ))
         call.release()
 
-    def done(self) -> None:
+    async def done(self) -> None:
+        # Calls still answering when the proxy is told to stop: a few seconds to finish (mitmproxy
+        # goes on relaying their bytes meanwhile), so that a stream the client saw end has its row.
+        deadline = time.monotonic() + SHUTDOWN_GRACE
+        while self._unanswered and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         for flow, call in list(self._awaiting.values()):
             if call.result() is None:
                 call.errors.append("proxy shut down before the request was counted")
