@@ -16,6 +16,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from kimi_core.guard import failed_events
 from kimi_core.providers import ANTHROPIC, GEMINI, OPENAI_RESPONSES
 
 MAX_SESSIONS = 1000  # sessions whose spend is kept in memory
@@ -160,13 +161,8 @@ def over_budget_response(dialect: str | None, budget: Budget, streamed: bool, mo
     text = explain(budget)
     headers = {"content-type": "application/json", "x-should-retry": "false"}
     if dialect == OPENAI_RESPONSES and streamed:
-        response = {"id": response_id, "object": "response", "created_at": int(time.time()),
-                    "status": "in_progress", "model": model, "output": [], "error": None, "usage": None}
-        events = [{"type": "response.created", "sequence_number": 0, "response": response},
-                  {"type": "response.failed", "sequence_number": 1, "response": {
-                      **response, "status": "failed", "error": {"code": "insufficient_quota", "message": text}}}]
-        body = b"".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in events)
-        return 200, body, {**headers, "content-type": "text/event-stream"}
+        return 200, failed_events("insufficient_quota", text, model, response_id), \
+            {**headers, "content-type": "text/event-stream"}
     if dialect == ANTHROPIC:
         return 400, json.dumps({"type": "error", "error": {
             "type": "invalid_request_error", "message": f"You have reached your specified API usage limits. {text}"}

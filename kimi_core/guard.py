@@ -312,11 +312,16 @@ def failed_stream(decision: Decision, explanation: str, model: str | None, respo
     with ``context_length_exceeded``, as OpenAI ends a stream whose input does not fit. Codex reads
     it (over SSE or a WebSocket) as "ran out of room in the model's context window"."""
     error = refusal_error(OPENAI_RESPONSES, decision, explanation)
+    return failed_events(error["code"], error["message"], model, response_id)
+
+
+def failed_events(code: str, message: str, model: str | None, response_id: str) -> bytes:
+    """``response.created`` then ``response.failed`` with this error: how a Responses stream ends in error."""
     response = {"id": response_id, "object": "response", "created_at": int(time.time()), "status": "in_progress",
                 "model": model, "output": [], "error": None, "usage": None}
     events = [
         {"type": "response.created", "sequence_number": 0, "response": response},
         {"type": "response.failed", "sequence_number": 1, "response": {
-            **response, "status": "failed", "error": {"code": error["code"], "message": error["message"]}}},
+            **response, "status": "failed", "error": {"code": code, "message": message}}},
     ]
     return b"".join(f"event: {e['type']}\ndata: {json.dumps(e, ensure_ascii=False)}\n\n".encode() for e in events)

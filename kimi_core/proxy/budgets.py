@@ -18,9 +18,8 @@ from kimi_core.budgets import (
 )
 from kimi_core.guard import parse_ratios
 from kimi_core.providers import BEDROCK
-from kimi_core.proxy.context import WEBSOCKET, KimiContext, LLMCall
-
-REFUSED_HEADER = "x-kimi-proxy"
+from kimi_core.proxy.context import WEBSOCKET, KimiContext
+from kimi_core.proxy.guard import REFUSED_HEADER
 
 
 class KimiBudgets:
@@ -72,8 +71,5 @@ class KimiBudgets:
             status, body, headers = over_budget_response(call.dialect, over, streamed, None, f"resp_kimi_{flow.id}")
         flow.response = http.Response.make(status, body, {**headers, REFUSED_HEADER: "refused: budget"})
         call.action = "over_budget"
-        self._alert(flow, call, over.spent / over.limit, "over_budget",
+        self.kimi.alert(flow, call, over.spent / over.limit, "over_budget",
                     f"{over.name} of ${over.limit:,.2f} is spent (${over.spent:,.2f}): a call refused")
-
-    def _alert(self, flow: http.HTTPFlow, call: LLMCall, level: float, kind: str, message: str) -> None:
-        self.kimi.alert(flow, call, level, kind, message)

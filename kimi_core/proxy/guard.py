@@ -178,7 +178,7 @@ class KimiGuard:
         message = (f"{call.provider} {result.request.model}: the prompt would have taken {decision.share:.0%} "
                    f"of the {window.tokens:,}-token window; compacting older tool results brought it to "
                    f"{rescued.share:.0%} ({decision.estimate:,} → {rescued.estimate:,} tokens)")
-        self._alert(flow, call, rescued.alert or rescued.share, "rescued", message)
+        self.kimi.alert(flow, call, rescued.alert or rescued.share, "rescued", message)
         return True
 
     def _may_matter(self, size: int, models: list[str | None], provider: str) -> bool:
@@ -201,7 +201,7 @@ class KimiGuard:
         if not call.decision.refuse:
             self._forecast(call)
         if call.decision.alert is not None and not call.decision.refuse:
-            self._alert(flow, call, call.decision.alert, "window_share",
+            self.kimi.alert(flow, call, call.decision.alert, "window_share",
                         f"{call.provider} {model}: prompt at {call.decision.share:.0%} of the "
                         f"{call.window.tokens:,}-token window ({call.decision.estimate:,} tokens)")
 
@@ -236,10 +236,7 @@ class KimiGuard:
             body = refusal(call.dialect, call.decision, text, result.request.max_output_tokens)
             flow.response = http.Response.make(400, body, {"content-type": "application/json", **headers})
         call.action = "rejected"
-        self._alert(flow, call, call.decision.share, "rejected", text)
-
-    def _alert(self, flow: http.HTTPFlow, call: LLMCall, level: float, kind: str, message: str) -> None:
-        self.kimi.alert(flow, call, level, kind, message)
+        self.kimi.alert(flow, call, call.decision.share, "rejected", text)
 
     # -- responses ----------------------------------------------------------------------
 
@@ -269,7 +266,7 @@ class KimiGuard:
         learned = self.kimi.windows.learn(model, message) if model else None
         if learned is not None and self.kimi.store is not None:
             self.kimi.store.submit(WindowRecord(model, learned, message[:500]))
-        self._alert(flow, call, 1.0, "provider_overflow",
+        self.kimi.alert(flow, call, 1.0, "provider_overflow",
                     f"{call.provider} {model or ''}: the provider refused an overflowing prompt"
                     + (f"; window learned: {learned:,} tokens" if learned else "") + f" ({message[:200]})")
 
