@@ -7,12 +7,15 @@ Configurations (all against the same local TLS fake provider, HTTP/1.1 keep-aliv
 - mitmdump+sb:   the same with --set stream_large_bodies=1 (streams responses)
 - kimi:          client -> mitmdump -s addons/kimi.py -> fake provider
 
-Measures p50 / p99 latency of 1 KB, 100 KB and 2 MB chat requests (every
-request has new content, so Kimi's per-message memo cannot help), SSE time to
-first byte (events 50 ms apart), and a 200-turn agent conversation replay
-where each turn resends the whole history plus one new message, and a
-conversation that resends one huge tool result (a 2 MB ``ls -lR``) on every
-turn, which Kimi compacts (``kimi_tool_budget``) on the way.
+Measures p50 / p99 latency of 1 KB, 100 KB, 1 MB and 5 MB chat requests
+(every request has new content, so Kimi's per-message memo cannot help);
+throughput of 4 KB requests at concurrency 8 and 32; SSE time to first byte
+(events 50 ms apart); a 200-turn agent conversation replay where each turn
+resends the whole history plus one new message, every tenth carrying a
+200 KB tool result (under ``kimi_tool_budget``), with the database's growth
+over each half; a conversation whose first turn brings a 1 MB tool result
+(an ``ls -lR``), which Kimi compacts on the way, resent on every later turn;
+and each proxy's memory, its child processes included.
 
     scripts/run python scripts/bench_overhead.py [--quick]
 """
@@ -20,8 +23,10 @@ turn, which Kimi compacts (``kimi_tool_budget``) on the way.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import random
+import sqlite3
 import ssl
 import statistics
 import subprocess
@@ -57,10 +62,44 @@ def pct(values: list[float], p: float) -> float:
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    """The resident memory of ``pid`` and of its descendants (Kimi's memory reader is a child process)."""
+    total = 0.0
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) / 1024
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                total += rss_mb(int(child))
+    except OSError:
+        pass
+    return total
+
+
+def descendants(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            out += [int(child), *descendants(int(child))]
+    return out
+
+
+def db_state(db: Path) -> tuple[int, int]:
+    """Request rows and bytes of the database, as a reader sees it (the write-ahead log included)."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+        rows = c.execute("SELECT count(*) FROM requests").fetchone()[0]
+        pages = c.execute("PRAGMA page_count").fetchone()[0] * c.execute("PRAGMA page_size").fetchone()[0]
+    return rows, pages
+
+
+def settled_db(db: Path, rows: int, timeout: float = 120) -> int:
+    """The database's bytes once it holds ``rows`` request rows (the writer is asynchronous)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        n, size = db_state(db)
+        if n >= rows or time.monotonic() > deadline:
+            return size
+        time.sleep(0.1)
 
 
 class Target:
@@ -128,25 +167,53 @@ def bench_sizes(targets: list[Target], counts: dict[int, int], seed: int) -> dic
     return results
 
 
-def bench_replay(targets: list[Target], turns: int, seed: int) -> dict[str, list[float]]:
-    """Each target holds the same conversation; every turn resends the whole history."""
+def bench_throughput(targets: list[Target], concurrency: int, n: int, seed: int) -> dict[str, float]:
+    """Requests per second of ``n`` 4 KB requests, ``concurrency`` at a time, each target in turn (twice)."""
+    bodies = [chat_body(text_of(4_000, random.Random(seed * 100_000 + i))) for i in range(n)]
+    out: dict[str, list[float]] = {t.name: [] for t in targets}
+    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+        for _ in range(2):
+            for t in targets:
+                started = time.perf_counter()
+                list(pool.map(t.post, bodies))
+                out[t.name].append(n / (time.perf_counter() - started))
+    return {name: max(v) for name, v in out.items()}
+
+
+def bench_replay(targets: list[Target], turns: int, seed: int, dbs: dict[str, Path]) -> tuple[
+        dict[str, list[float]], dict[str, tuple[int, int]]]:
+    """Each target holds the same conversation; every turn resends the whole history.
+
+    Every tenth turn brings a 200 KB tool result (under the tool budget: nothing to compact).
+    Returns the latencies and, per target with a database, its growth over each half of the turns.
+    """
     rng = random.Random(seed)
-    messages = [{"role": "system", "content": "You are a coding agent. " + text_of(4000, rng)}]
+    messages: list[dict] = [{"role": "system", "content": "You are a coding agent. " + text_of(4000, rng)}]
     bodies = []
     for turn in range(turns):
-        messages.append({"role": "user", "content": f"turn {turn}: " + text_of(1500, rng)})
+        if turn % 10 == 9:
+            messages.append({"role": "assistant", "content": None, "tool_calls": [{
+                "id": f"call_{turn}", "type": "function", "function": {"name": "read", "arguments": "{}"}}]})
+            messages.append({"role": "tool", "tool_call_id": f"call_{turn}", "content": text_of(200_000, rng)})
+        else:
+            messages.append({"role": "user", "content": f"turn {turn}: " + text_of(1500, rng)})
         bodies.append(json.dumps({"model": "gpt-4.1", "messages": messages}).encode())
         messages.append({"role": "assistant", "content": f"done {turn}: " + text_of(500, rng)})
-    return rotate(targets, turns, lambda t, i: t.post(bodies[i]))
+    half = turns // 2
+    before = {name: db_state(db) for name, db in dbs.items()}
+    latencies = rotate(targets, half, lambda t, i: t.post(bodies[i]))
+    middle = {name: settled_db(db, before[name][0] + half) for name, db in dbs.items()}
+    more = rotate(targets, turns - half, lambda t, i: t.post(bodies[half + i]))
+    end = {name: settled_db(db, before[name][0] + turns) for name, db in dbs.items()}
+    growth = {name: (middle[name] - before[name][1], end[name] - middle[name]) for name in dbs}
+    return {n: latencies[n] + more[n] for n in latencies}, growth
 
 
 def bench_tool_turns(targets: list[Target], turns: int) -> dict[str, list[float]]:
-    """An agent conversation holding one huge tool result (``ls -lR`` of site-packages), resent every turn.
-
-    Kimi compacts it on the first turn and reuses the compaction after.
-    """
+    """An agent conversation whose first turn brings a 1 MB tool result (``ls -lR`` of site-packages),
+    resent on every turn after. Kimi compacts it on the first turn and reuses the compaction after."""
     listing = subprocess.run(["ls", "-lR", sysconfig.get_paths()["purelib"]], capture_output=True, text=True,
-                             check=True).stdout
+                             check=True).stdout[:1_000_000]
     messages = [{"role": "system", "content": "You are a coding agent."},
                 {"role": "user", "content": "Where does tiktoken keep its encodings?"},
                 {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {
@@ -161,12 +228,16 @@ def bench_tool_turns(targets: list[Target], turns: int) -> dict[str, list[float]
     return rotate(targets, turns, lambda t, i: t.post(bodies[i]))
 
 
+LABELS = {1_000: "1 KB", 100_000: "100 KB", 1_000_000: "1 MB", 5_000_000: "5 MB"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Kimi Proxy overhead benchmark")
     parser.add_argument("--quick", action="store_true", help="fewer requests, for a smoke run")
     args = parser.parse_args()
-    counts = {1_000: 100, 100_000: 60, 2_000_000: 15} if args.quick else {1_000: 400, 100_000: 200, 2_000_000: 40}
-    ttfb_n, turns = (15, 60) if args.quick else (60, 200)
+    counts = {1_000: 100, 100_000: 40, 1_000_000: 12, 5_000_000: 5} if args.quick \
+        else {1_000: 400, 100_000: 200, 1_000_000: 40, 5_000_000: 15}
+    ttfb_n, turns, per_level = (15, 60, 160) if args.quick else (60, 200, 800)
 
     work = Path(tempfile.mkdtemp(prefix="kimi-bench-"))
     quiet = {"flow_detail": "0"}
@@ -182,49 +253,68 @@ def main() -> None:
             targets = [Target("direct", fake, None)] + [Target(n, fake, p) for n, p in proxies.items()]
             print("request sizes...", file=sys.stderr, flush=True)
             sizes = bench_sizes(targets, counts, seed=1)
+            print("throughput...", file=sys.stderr, flush=True)
+            throughput = {c: bench_throughput(targets, c, per_level, seed=c) for c in (8, 32)}
             print("SSE first byte...", file=sys.stderr, flush=True)
             stream_body = chat_body("stream please", stream=True)
             ttfb = rotate(targets, ttfb_n, lambda t, i: t.first_byte(stream_body))
             print(f"{turns}-turn replay...", file=sys.stderr, flush=True)
-            replay = bench_replay(targets, turns, seed=2)
+            replay, growth = bench_replay(targets, turns, 2, {"kimi": work / "kimi" / "kimi.db"})
             print("huge tool result resent...", file=sys.stderr, flush=True)
             tool_turns = bench_tool_turns(targets, 6)
             rss = {n: rss_mb(p.proc.pid) for n, p in proxies.items() if p.proc}
+            children = [pid for p in proxies.values() if p.proc for pid in descendants(p.proc.pid)]
         finally:
             for proxy in proxies.values():
                 proxy.stop()
-    results = {t.name: {"sizes": {size: sizes[size][t.name] for size in counts}, "ttfb": ttfb[t.name],
-                        "replay": replay[t.name], "tool": tool_turns[t.name], "rss": rss.get(t.name)}
-               for t in targets}
+        time.sleep(1)
+        left = [pid for pid in children if Path(f"/proc/{pid}").exists()]
+    names = [t.name for t in targets]
 
-    names = list(results)
+    def ratio(kimi: float, plain: float) -> str:
+        return f"{kimi / plain:.2f}x"
+
     print(f"\n## Kimi Proxy overhead ({'quick' if args.quick else 'full'} run; ms; lower is better)\n")
     print("| measure | " + " | ".join(names) + " | kimi vs mitmdump |")
     print("|---|" + "---|" * (len(names) + 1))
     for size in counts:
-        label = {1_000: "1 KB", 100_000: "100 KB", 2_000_000: "2 MB"}[size]
         for p in (50, 99):
-            vals = {n: pct(results[n]["sizes"][size], p) for n in names}
-            delta = (vals["kimi"] / vals["mitmdump"] - 1) * 100
-            print(f"| {label} p{p} | " + " | ".join(f"{vals[n]:.2f}" for n in names) + f" | {delta:+.1f}% |")
+            vals = {n: pct(sizes[size][n], p) for n in names}
+            print(f"| {LABELS[size]} p{p} | " + " | ".join(f"{vals[n]:.2f}" for n in names)
+                  + f" | {ratio(vals['kimi'], vals['mitmdump'])} |")
+    for c, vals in throughput.items():
+        print(f"| 4 KB requests/s at c={c} (higher is better) | " + " | ".join(f"{vals[n]:.0f}" for n in names)
+              + f" | {ratio(vals['kimi'], vals['mitmdump'])} |")
     for p in (50, 99):
-        vals = {n: pct(results[n]["ttfb"], p) for n in names}
+        vals = {n: pct(ttfb[n], p) for n in names}
         print(f"| SSE first byte p{p} | " + " | ".join(f"{vals[n]:.2f}" for n in names)
               + f" | {vals['kimi'] - vals['mitmdump+sb']:+.2f} ms vs mitmdump+sb |")
-    quarter = max(1, turns // 4)
-    for q in range(4):
-        lo, hi = q * quarter, (q + 1) * quarter
-        vals = {n: statistics.median(results[n]["replay"][lo:hi]) for n in names}
-        print(f"| replay turns {lo + 1}-{hi} p50 | " + " | ".join(f"{vals[n]:.2f}" for n in names)
+    step = max(1, turns // 10)
+    added = [statistics.median(replay["kimi"][i:i + step]) - statistics.median(replay["mitmdump"][i:i + step])
+             for i in range(0, turns, step)]
+    for lo in range(0, turns, step):
+        vals = {n: statistics.median(replay[n][lo:lo + step]) for n in names}
+        print(f"| replay turns {lo + 1}-{lo + step} p50 | " + " | ".join(f"{vals[n]:.2f}" for n in names)
               + f" | {vals['kimi'] - vals['mitmdump']:+.2f} ms |")
-    for label, part in (("first turn", slice(0, 1)), ("later turns p50", slice(1, None))):
-        vals = {n: statistics.median(results[n]["tool"][part]) for n in names}
-        print(f"| huge tool result, {label} | " + " | ".join(f"{vals[n]:.2f}" for n in names)
+    tools = [i for i in range(turns) if i % 10 == 9]
+    others = [i for i in range(turns) if i % 10 != 9]
+    for label, idx in (("replay turns bringing a 200 KB tool result", tools), ("replay other turns", others)):
+        vals = {n: statistics.median(replay[n][i] for i in idx) for n in names}
+        print(f"| {label} p50 | " + " | ".join(f"{vals[n]:.2f}" for n in names)
               + f" | {vals['kimi'] - vals['mitmdump']:+.2f} ms |")
-    print("| proxy RSS after run (MB) | " + " | ".join(
-        "-" if results[n]["rss"] is None else f"{results[n]['rss']:.0f}" for n in names) + " | |")
-    print(f"\nreplay: the last turn resends ~{turns * 2} KB of history; "
-          f"kimi database: {work / 'kimi' / 'kimi.db'}")
+    for label, part in (("1 MB tool result, first turn", slice(0, 1)), ("1 MB tool result, later turns p50",
+                                                                       slice(1, None))):
+        vals = {n: statistics.median(tool_turns[n][part]) for n in names}
+        print(f"| {label} | " + " | ".join(f"{vals[n]:.2f}" for n in names)
+              + f" | {vals['kimi'] - vals['mitmdump']:+.2f} ms |")
+    print("| proxy RSS after run, children included (MB) | " + " | ".join(
+        f"{rss[n]:.0f}" if n in rss else "-" for n in names) + f" | {ratio(rss['kimi'], rss['mitmdump'])} |")
+    first, second = growth["kimi"]
+    print(f"\nreplay: added ms per turn, turns {step + 1}-{2 * step}: {added[1]:+.2f}, last {step}: {added[-1]:+.2f} "
+          f"(ratio {added[-1] / added[1] if added[1] > 0 else float('nan'):.2f})")
+    print(f"kimi database growth over the replay: first half {first / 1e6:.2f} MB, second half {second / 1e6:.2f} MB "
+          f"(ratio {second / first if first else float('nan'):.2f}); database: {work / 'kimi' / 'kimi.db'}")
+    print(f"processes left running after the proxies stopped: {len(left)}")
 
 
 if __name__ == "__main__":

@@ -295,7 +295,7 @@ def test_a_request_whose_analysis_outlasts_its_budget_goes_on_unjudged(fake, tmp
         assert reply.choices[0].message.content and not never_reached(fake, tag)
         [row] = wait_rows(proxy.db, "model = ?", (tag,))
         assert row["action"] == "passed" and row["status_code"] == 200
-        assert "held 1 ms for its analysis (kimi_analysis_ms): sent on without waiting further" in row["error"]
-        assert "not counted: over its 1 ms analysis budget" in row["error"]
+        # Whichever came first: the request stopped waiting, or the count was given up.
+        assert "not counted: over its 1 ms analysis budget (kimi_analysis_ms)" in row["error"]
         assert row["prompt_tokens_est"] is None
-        assert "held 1 ms for its analysis" in proxy.log()
+        assert "1 ms analysis budget (kimi_analysis_ms)" in proxy.log()

@@ -80,7 +80,7 @@ def test_an_llm_call_is_parsed_counted_commented_and_recorded(harness):
     async def main():
         h = await harness()
         flow = await h.run(make_flow("https://api.openai.com/v1/chat/completions", CHAT, response=CHAT_REPLY))
-        assert flow.comment == "kimi: openai · gpt-4 · est 10 tok · prompt 11 · out 1"
+        assert flow.comment == "kimi: openai · gpt-4 · est 10 tok · 0% of 8,192 · prompt 11 · out 1"
         assert flow.metadata["kimi"] == {"provider": "openai", "dialect": "openai-chat"}
         [row] = h.rows()
         assert (row["provider"], row["dialect"], row["model"], row["prompt_tokens_est"], row["prompt_tokens"],
@@ -360,4 +360,120 @@ def test_a_growing_session_gets_a_forecast_in_its_comment_and_metrics(harness):
         assert m and 240 < int(m.group(2)) < 270
         gauge = h.kimi.metrics.turns_left.labels("growing", "openai")._value.get()
         assert gauge == int(m.group(1)) > 0
+    asyncio.run(main())
+
+
+def words(n_bytes: int, seed: int = 0) -> str:
+    vocabulary = ["context", "window", "agent", "tool", "result", "model", "token", "proxy", "the", "of", "42"]
+    out, size, i = [], 0, seed
+    while size < n_bytes:
+        w = vocabulary[(i * 7919) % len(vocabulary)] + str(i % 13)
+        out.append(w)
+        size += len(w) + 1
+        i += 1
+    return " ".join(out)
+
+
+def block(executor):
+    """Keep ``executor``'s thread busy until the event returned is set."""
+    release = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    blocked = loop.run_in_executor(executor, lambda: asyncio.run_coroutine_threadsafe(
+        release.wait(), loop).result())
+    return release, blocked
+
+
+def sender(h):
+    """Runs a request's hooks in a task: (flow, task)."""
+    async def send(n_bytes, tool_result=False):
+        messages = [{"role": "user", "content": words(n_bytes)}]
+        if tool_result:
+            messages = [{"role": "user", "content": "list the files"},
+                        {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {
+                            "name": "shell", "arguments": "{}"}}]},
+                        {"role": "tool", "tool_call_id": "c1", "content": words(n_bytes)}]
+        flow = make_flow("https://api.openai.com/v1/chat/completions", {"model": "gpt-4.1", "messages": messages})
+        flow.response = None
+
+        async def hooks_():
+            for event in eventsequence.iterate(flow):
+                await h.tctx.master.addons.handle_lifecycle(event)
+        return flow, asyncio.ensure_future(hooks_())
+    return send
+
+
+def test_a_request_far_from_its_lines_by_estimate_goes_on_before_its_count_ends(harness):
+    """Over the lowest line in bytes, far under it by the sampled estimate: not held for the count.
+    Near the line by the estimate: held until counted."""
+    async def main():
+        h = await harness()
+        await h.tctx.master.addons.trigger_event(hooks.RunningHook())
+        release, blocked = block(h.kimi.analyser)
+        send = sender(h)
+        try:
+            # 1.2 MB: over the 785,682-token line of gpt-4.1's window in bytes, ~330,000 tokens by estimate.
+            far, far_hooks = await send(1_200_000)
+            await asyncio.wait([far_hooks], timeout=60)
+            assert far_hooks.done() and not h.kimi.call(far).analysis.done()
+            # 4 MB: ~1,100,000 tokens by estimate, over the line: it waits for its count.
+            near, near_hooks = await send(4_000_000)
+            while (call := h.kimi.call(near)) is None or call.estimate is None or not call.estimate.done():
+                await asyncio.sleep(0.01)
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert not near_hooks.done()
+        finally:
+            release.set()
+        await blocked
+        await asyncio.wait([near_hooks], timeout=120)
+        assert near.response is not None and near.response.status_code == 400  # refused once counted
+        await asyncio.wait([h.kimi.call(far).analysis], timeout=120)
+        assert h.kimi.call(far).decision is not None and not h.kimi.call(far).decision.refuse
+        await h.tctx.master.addons.trigger_event(hooks.DoneHook())
+    asyncio.run(main())
+
+
+def test_a_request_the_estimate_let_through_but_the_count_would_refuse_is_alerted(harness, monkeypatch, caplog):
+    """The estimate erring low (dense text between its samples) costs the guard its refusal, not the alert."""
+    from kimi_core import tokens
+    monkeypatch.setattr(tokens, "estimate", lambda raw, encoding_name="": 1000)
+
+    async def main():
+        h = await harness()
+        body = {"model": "gpt-4.1", "messages": [{"role": "user", "content": words(4_000_000)}]}
+        flow = await h.run(make_flow("https://api.openai.com/v1/chat/completions", body, response=CHAT_REPLY))
+        assert flow.response.status_code == 200
+        [row] = h.rows()
+        assert row["action"] == "passed" and row["prompt_tokens_est"] > 785_682
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(main())
+    assert "(sent on before its count ended: not refused)" in caplog.text
+
+
+def test_a_tool_result_under_budget_by_estimate_is_not_held_for_the_count(harness):
+    """Over ``kimi_tool_budget`` in bytes, well under it by the sampled estimate: sent on at once."""
+    async def main():
+        h = await harness()
+        h.tctx.options.update(kimi_tool_budget=100_000)
+        await h.tctx.master.addons.trigger_event(hooks.RunningHook())
+        release, blocked = block(h.kimi.analyser)
+        send = sender(h)
+        try:
+            flow, task = await send(250_000, tool_result=True)  # ~65,000 tokens
+            await asyncio.wait([task], timeout=60)
+            assert task.done() and not h.kimi.call(flow).analysis.done()
+            big, big_task = await send(600_000, tool_result=True)  # ~150,000 tokens: compacted
+            while (call := h.kimi.call(big)) is None or call.estimate is None or not call.estimate.done():
+                await asyncio.sleep(0.01)
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert not big_task.done()
+        finally:
+            release.set()
+        await blocked
+        await asyncio.wait([big_task], timeout=120)
+        assert h.kimi.call(big).action == "compacted"
+        await asyncio.wait([h.kimi.call(flow).analysis], timeout=120)
+        assert h.kimi.call(flow).action == "passed"
+        await h.tctx.master.addons.trigger_event(hooks.DoneHook())
     asyncio.run(main())

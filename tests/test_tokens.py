@@ -1,7 +1,12 @@
+import base64
+import json
+import random
+from pathlib import Path
+
 import pytest
 import tiktoken
 
-from kimi_core import dialects
+from kimi_core import dialects, tokens
 from kimi_core.tokens import FALLBACK, TokenCounter, available_offline, encoding, wanted_encoding
 
 
@@ -87,3 +92,35 @@ def test_long_texts_are_counted_in_pieces_to_the_same_count(text):
     assert "".join(pieces) == text and len(pieces) > 1 and max(map(len, pieces)) <= PIECE
     if " " in text:
         assert _count(enc, text) == len(enc.encode_ordinary(text))
+
+
+def _body(content, ascii_only=True):
+    return json.dumps({"model": "gpt-4", "messages": [{"role": "user", "content": content}]},
+                      ensure_ascii=ascii_only).encode()
+
+
+@pytest.mark.parametrize("kind", ["prose", "listing", "digits", "base64", "code", "cjk-escaped", "cjk"])
+def test_the_sampled_estimate_is_close_to_the_count_and_errs_high(kind):
+    rng = random.Random(kind)
+    content = {
+        "prose": lambda: " ".join(rng.choice(["the", "agent", "reads", "a", "file", "and", "writes", "tests"])
+                                  for _ in range(300_000)),
+        "listing": lambda: "\n".join(f"-rw-r--r-- 1 root root {rng.randint(0, 99999):>6} Dec  1 12:00 "
+                                     f"mod_{rng.randint(0, 10**6)}.py" for _ in range(30_000)),
+        "digits": lambda: " ".join(str(rng.randint(0, 10**9)) for _ in range(100_000)),
+        "base64": lambda: base64.b64encode(rng.randbytes(600_000)).decode(),
+        "code": lambda: Path(tokens.__file__).read_text() * 30,
+        "cjk-escaped": lambda: "中文文本的例子，" * 20_000,
+        "cjk": lambda: "中文文本的例子，" * 20_000,
+    }[kind]()
+    body = _body(content, ascii_only=kind != "cjk")
+    exact = TokenCounter().count_request(dialects.parse_request("openai-chat", json.loads(body))).tokens
+    estimate = tokens.estimate(body)
+    assert 0.97 * exact <= estimate * tokens.ESTIMATE_MARGIN
+    assert estimate <= (4 if kind == "cjk-escaped" else 1.15) * exact  # escapes are counted as written
+
+
+def test_images_named_by_url_are_allowed_for_in_the_estimate():
+    body = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": f"https://example.com/{i}.png"}} for i in range(10)]}]}).encode()
+    assert tokens.estimate(body) >= 10 * tokens.MEDIA_ALLOWANCE

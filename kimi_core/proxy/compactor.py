@@ -1,8 +1,9 @@
 """Compact oversized tool results before the request leaves the machine.
 
 A request waits for its analysis only when it could hold a tool result over
-``kimi_tool_budget`` (tokens never outnumber bytes, so a smaller body goes on
-at once). The results over budget are compacted (``kimi_core.compaction``)
+``kimi_tool_budget``: a body smaller than the budget in bytes, without a tool
+result, or under it by a quick estimate goes on at once; then the parse shows
+each result, and only one that may be over the budget waits for the count. The results over budget are compacted (``kimi_core.compaction``)
 and spliced into the body in place (``kimi_core.toolresults``), in the
 analysis thread; the new body is analysed again so that the guard judges,
 and the row records, what is really sent. Originals go to the ``archives``
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 from collections.abc import Coroutine
 
 from mitmproxy import ctx, exceptions, http
@@ -23,16 +25,24 @@ from kimi_core.compaction import MIN_BUDGET
 from kimi_core.providers import Route
 from kimi_core.proxy.context import KimiContext, LLMCall
 from kimi_core.store import ArchiveRecord
+from kimi_core.tokens import ESTIMATE_MARGIN, estimate_text
 from kimi_core.toolresults import Plan, Rewritten
 
 logger = logging.getLogger(__name__)
 
 
+# What a body holding a tool result has, in every dialect (OpenAI's "role": "tool", Anthropic's
+# tool_result, Responses' *_output items, Gemini's functionResponse, Bedrock's toolResult).
+_TOOL_RESULT = re.compile(rb'"(?:tool|tool_result|toolResult|functionResponse|function_response|[a-z_]*_output)"')
+
+
 def oversized(analysis: Analysis, budget: int) -> bool:
-    """Could a tool result of this parsed request be over ``budget`` tokens? (Tokens never outnumber bytes.)"""
+    """Could a tool result of this parsed request be over ``budget`` tokens? (Tokens never outnumber
+    bytes; bigger ones are estimated from a sample, ``tokens.estimate_text``.)"""
     request = analysis.request
     return request is not None and any(
         len(r.content) > budget // 4 and len(r.content.encode("utf-8", "surrogatepass")) > budget
+        and estimate_text(r.content) * ESTIMATE_MARGIN >= budget
         for m in request.messages for r in m.tool_results)
 
 
@@ -128,18 +138,25 @@ class KimiCompactor:
         budget = ctx.options.kimi_tool_budget
         if call is None or call.parsed is None or flow.response is not None or budget <= 0:
             return None
-        if len(flow.request.raw_content or b"") <= budget:
+        raw = flow.request.raw_content or b""
+        if len(raw) <= budget:
+            return None
+        if "content-encoding" not in flow.request.headers and _TOOL_RESULT.search(raw) is None:
             return None
         return self._compact(flow, call)
 
     async def _compact(self, flow: http.HTTPFlow, call: LLMCall) -> None:
         assert call.analysis is not None and call.parsed is not None
+        budget = ctx.options.kimi_tool_budget
+        estimate = await call.estimated(flow)
+        if estimate is not None and estimate * ESTIMATE_MARGIN < budget:
+            return
         # Parsing is quick; counting the whole body is not, and is waited for
         # only when there is something to compact.
         if not await call.settled(call.parsed):
             return
         parsed = call.parsed.result()
-        if parsed is None or not oversized(parsed, ctx.options.kimi_tool_budget):
+        if parsed is None or not await asyncio.to_thread(oversized, parsed, budget):
             return
         if not await call.settled(call.analysis):  # a failure is the meter's to report: then nothing to compact
             return

@@ -19,6 +19,7 @@ from typing import Any
 
 from mitmproxy import http
 
+from kimi_core import tokens
 from kimi_core.agents import Client
 from kimi_core.analysis import Analysis, Recent
 from kimi_core.budgets import Budgets
@@ -66,6 +67,7 @@ class LLMCall:
     budget_ms: int = 0
     # Resolved once the request is parsed, before it is counted; None if it did not parse.
     parsed: asyncio.Future[Analysis | None] | None = None
+    estimate: asyncio.Future[int | None] | None = None  # see ``estimated``
     watcher: StreamWatcher | None = None
     reply: Reply | None = None
     response_body: bytes | None = None  # the response decoded, as the meter read it (None: not read)
@@ -116,6 +118,26 @@ class LLMCall:
             logger.warning("kimi: %s %s: %s", self.provider, self.path.split("?")[0], note)
         return False
 
+    async def estimated(self, flow: http.HTTPFlow) -> int | None:
+        """A quick estimate of the request body's tokens (``tokens.estimate``), made once, in a
+        thread; None for a body sent compressed.
+
+        What the guard and the compactor decide with while a request is far from
+        their lines: the exact count (the row's, the alerts') goes on meanwhile.
+        """
+        if self.estimate is None:
+            raw = flow.request.raw_content or b""
+            if "content-encoding" in flow.request.headers:
+                self.estimate = asyncio.get_running_loop().create_future()
+                self.estimate.set_result(None)
+            else:
+                self.estimate = asyncio.get_running_loop().run_in_executor(None, tokens.estimate, raw)
+        try:
+            return await asyncio.shield(self.estimate)
+        except Exception as e:  # noqa: BLE001 -- no estimate: the callers wait for the count instead
+            logger.warning("kimi: could not estimate a request's tokens: %r", e)
+            return None
+
     def release(self) -> None:
         """The row is written: let go of the bodies and their analyses.
 
@@ -123,7 +145,7 @@ class LLMCall:
         reference cycles that only the garbage collector's rare full passes
         free: a 200,000-message body kept 150 MB until then.
         """
-        self.analysis = self.parsed = None
+        self.analysis = self.parsed = self.estimate = None
         self.original = None
         self.compaction = None
         self.response_body = None

@@ -1,12 +1,15 @@
 """The context guard: refuse what would overflow the model's window, before it leaves the machine.
 
-A request is held for its token count only when it could matter: tokens are
-never more than the body's bytes, so a body whose bytes (calibrated as the
-most generous calibration of any model would) stay under the lowest threshold
-of its model's window goes on at once and is judged when its count is done,
-for alerts and the row. Which model: every ``"model": "..."`` in the body is
-a candidate (a tool result may hold some too) and the smallest window among
-them counts; a body that names none waits for its parse to say.
+A request is held for its token count only when it could matter. Tokens are
+never more than the body's bytes (plus what the images it names cost), so a
+body whose bytes stay under the lowest line of its model's window (calibrated
+as the most generous calibration of any model would) goes on at once; a
+bigger one goes on once a quick sampled estimate (``tokens.estimate``, 3 ms
+for any size) is clearly under it. Either is judged when its exact count is
+done, for alerts and the row. Only a request near a line waits for its
+count. Which model: every ``"model": "..."`` in the body is a candidate (a
+tool result may hold some too) and the smallest window among them counts; a
+body that names none waits for its parse to say.
 A refused request gets a 400 in its provider's error format and never reaches
 the provider. Responses teach the guard: reported usage calibrates the local
 estimate per model, and an overflow error that states a window is learned.
@@ -38,6 +41,7 @@ from kimi_core.providers import ANTHROPIC, BEDROCK, OPENAI_CHAT, OPENAI_RESPONSE
 from kimi_core.proxy.compactor import apply, rewrite
 from kimi_core.proxy.context import WEBSOCKET, KimiContext, LLMCall
 from kimi_core.store import CalibrationRecord, WindowRecord
+from kimi_core.tokens import ESTIMATE_MARGIN, media_allowance
 from kimi_core.windows import is_overflow
 
 logger = logging.getLogger(__name__)
@@ -45,9 +49,21 @@ logger = logging.getLogger(__name__)
 REFUSED_HEADER = "X-Kimi-Proxy"
 _MODEL = re.compile(rb'"model"\s*:\s*"([^"\\]{1,200})"')
 MAX_CANDIDATES = 64
+_MAX_OUTPUT = re.compile(rb'"max_(?:tokens|completion_tokens|output_tokens)"\s*:\s*(\d{1,12})')
 # The dialects whose providers refuse a prompt plus requested output over the window;
 # Gemini and the Responses API cap the output instead.
 OUTPUT_COUNTS = (OPENAI_CHAT, ANTHROPIC)
+
+
+def requested_output(raw: bytes) -> int:
+    """The most output tokens the body asks for (``max_tokens`` and its kin), read cheaply; 0 if none."""
+    most, at = 0, raw.find(b'"max_')
+    while at >= 0:
+        m = _MAX_OUTPUT.match(raw, at)
+        if m is not None:
+            most = max(most, int(m.group(1)))
+        at = raw.find(b'"max_', at + 5)
+    return most
 
 
 def candidate_models(raw: bytes, route: Route | None) -> list[str]:
@@ -119,28 +135,32 @@ class KimiGuard:
         if call is None or call.analysis is None or flow.response is not None:
             return None
         if not ctx.options.kimi_guard:
-            call.when_analysed(lambda: self._judge(flow, call))
+            call.when_analysed(lambda: self._judge(flow, call, sent=True))
             return None
         raw = flow.request.raw_content or b""
         models = candidate_models(raw, call.route)
-        if models and not self._may_matter(len(raw), models, call.provider):
-            call.when_analysed(lambda: self._judge(flow, call))
+        output = requested_output(raw) if call.dialect in OUTPUT_COUNTS else 0
+        if models and not self._may_matter(len(raw) + media_allowance(raw), output, models, call.provider):
+            call.when_analysed(lambda: self._judge(flow, call, sent=True))
             return None
-        return self._hold(flow, call, bool(models))
+        return self._hold(flow, call, models, output)
 
-    async def _hold(self, flow: http.HTTPFlow, call: LLMCall, matters: bool) -> None:
+    async def _hold(self, flow: http.HTTPFlow, call: LLMCall, models: list[str | None], output: int) -> None:
         assert call.analysis is not None
-        if not matters and call.parsed is not None:
-            # The body names no model we could read: its parse says which (quick), then decide.
+        if not models and call.parsed is not None:
+            # The body names no model we could read: its parse says which (quick).
             parsed = call.parsed.result() if await call.settled(call.parsed) else None
-            model = parsed.request.model if parsed is not None and parsed.request is not None else None
-            if not self._may_matter(len(flow.request.raw_content or b""), [model], call.provider):
-                call.when_analysed(lambda: self._judge(flow, call))
-                return
+            models = [parsed.request.model if parsed is not None and parsed.request is not None else None]
+        # Far under the lines by a quick estimate: sent on now, judged once counted.
+        estimate = await call.estimated(flow)
+        if estimate is not None and not self._may_matter(int(estimate * ESTIMATE_MARGIN), output, models,
+                                                         call.provider):
+            call.when_analysed(lambda: self._judge(flow, call, sent=True))
+            return
         # Its failure is the meter's to report: then no judgement. Past the deadline the
         # request goes on unjudged; the figures come into its row when the count ends.
         if not await call.settled(call.analysis):
-            call.when_analysed(lambda: self._judge(flow, call))
+            call.when_analysed(lambda: self._judge(flow, call, sent=True))
             return
         self._judge(flow, call)
         decision = call.decision
@@ -181,15 +201,21 @@ class KimiGuard:
         self.kimi.alert(flow, call, rescued.alert or rescued.share, "rescued", message)
         return True
 
-    def _may_matter(self, size: int, models: list[str | None], provider: str) -> bool:
-        """Could a body of ``size`` bytes for one of ``models`` reach a threshold? Tokens never outnumber bytes."""
+    def _may_matter(self, tokens: int, output: int, models: list[str | None], provider: str) -> bool:
+        """Could a body of at most ``tokens`` local tokens, asking for ``output`` tokens (where the
+        provider counts them in the window), reach a line for one of ``models``?"""
         window = min(self.kimi.windows.window(model, provider).tokens for model in models)
         lowest = min((self.reject_at, *self.alert_at))
         bound = self.kimi.calibration.largest()
-        return max(1.0, bound.factor) * size + max(0.0, bound.overhead) >= lowest * window
+        prompt = max(1.0, bound.factor) * tokens + max(0.0, bound.overhead)
+        return prompt >= lowest * window or (output > 0 and prompt + output > window)
 
-    def _judge(self, flow: http.HTTPFlow, call: LLMCall) -> None:
-        """Decide once the request is counted: the row's figures and the alerts."""
+    def _judge(self, flow: http.HTTPFlow, call: LLMCall, sent: bool = False) -> None:
+        """Decide once the request is counted: the row's figures and the alerts.
+
+        ``sent``: the request went on before its count (far from the lines by its
+        estimate, or past its analysis budget); a refusal is then only an alert.
+        """
         result = call.result()
         if call.decision is not None or result is None or result.count is None or result.request is None:
             return
@@ -198,12 +224,14 @@ class KimiGuard:
         call.fit = self.kimi.calibration.fit(model)
         call.decision = decide(result.count.tokens, call.fit, call.window.tokens, result.request.max_output_tokens,
                                self.reject_at, self.alert_at, call.dialect in OUTPUT_COUNTS)
-        if not call.decision.refuse:
+        if not call.decision.refuse or sent:
             self._forecast(call)
-        if call.decision.alert is not None and not call.decision.refuse:
-            self.kimi.alert(flow, call, call.decision.alert, "window_share",
-                        f"{call.provider} {model}: prompt at {call.decision.share:.0%} of the "
-                        f"{call.window.tokens:,}-token window ({call.decision.estimate:,} tokens)")
+        level = call.decision.alert if not call.decision.refuse else call.decision.share if sent else None
+        if level is not None:
+            late = " (sent on before its count ended: not refused)" if call.decision.refuse else ""
+            self.kimi.alert(flow, call, level, "window_share",
+                            f"{call.provider} {model}: prompt at {call.decision.share:.0%} of the "
+                            f"{call.window.tokens:,}-token window ({call.decision.estimate:,} tokens){late}")
 
     def _forecast(self, call: LLMCall) -> None:
         """The session's prompt growth per turn, and the turns left before a refusal."""

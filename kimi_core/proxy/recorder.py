@@ -18,6 +18,7 @@ from mitmproxy import ctx, exceptions, http
 from kimi_core.cost import Prices, Usage
 from kimi_core.errors import StoreError
 from kimi_core.proxy.context import KimiContext, LLMCall
+from kimi_core.proxy.meter import summary
 from kimi_core.store import RequestRecord, SessionRecord, Store
 from kimi_core.store.records import now_iso
 
@@ -214,6 +215,8 @@ class KimiRecorder:
             prior_seq=result.prior_seq if result else None,
             reused=result.reused if result else 0,
         ))
+        if call.reply is not None or flow.error is not None:
+            flow.comment = summary(call)  # with what was judged since the response (a request not held)
         call.release()
 
     async def done(self) -> None:
