@@ -134,8 +134,14 @@ class Target:
         return first
 
 
+# 5 MB of text is about 1.1M tokens: over gpt-4.1's window (which Kimi would rightly refuse
+# after counting). That size goes to a model with a 2M-token window, declared in Kimi's config.
+BIG_MODEL = "bench-2m"
+CONFIG = f'[models."{BIG_MODEL}"]\ncontext_window = 2000000\n'
+
+
 def chat_body(content: str, stream: bool = False) -> bytes:
-    return json.dumps({"model": "gpt-4.1", "stream": stream,
+    return json.dumps({"model": "gpt-4.1" if len(content) < 3_000_000 else BIG_MODEL, "stream": stream,
                        "messages": [{"role": "system", "content": "You are a coding agent."},
                                     {"role": "user", "content": content}]}).encode()
 
@@ -240,12 +246,14 @@ def main() -> None:
     ttfb_n, turns, per_level = (15, 60, 160) if args.quick else (60, 200, 800)
 
     work = Path(tempfile.mkdtemp(prefix="kimi-bench-"))
+    config = work / "config.toml"
+    config.write_text(CONFIG)
     quiet = {"flow_detail": "0"}
     with FakeProvider(tls=True) as fake:
         proxies = {
             "mitmdump": Mitmdump(work / "plain", fake.port, kimi=False, options=quiet),
             "mitmdump+sb": Mitmdump(work / "sb", fake.port, kimi=False, options={**quiet, "stream_large_bodies": "1"}),
-            "kimi": Mitmdump(work / "kimi", fake.port, kimi=True, options=quiet),
+            "kimi": Mitmdump(work / "kimi", fake.port, kimi=True, options={**quiet, "kimi_config": str(config)}),
         }
         try:
             for proxy in proxies.values():

@@ -1,3 +1,4 @@
+import json
 import os
 import sqlite3
 import stat
@@ -6,8 +7,11 @@ import time
 import lz4.frame
 import pytest
 
+from kimi_core.analysis import Recent, analyse
 from kimi_core.store import MemoryRecord, RequestRecord, SessionRecord, Store, load_request_body
+from kimi_core.store.blobs import MAX_LINKS
 from kimi_core.store.read import load_response_body
+from kimi_core.tokens import TokenCounter
 
 
 def row(i, session="s1", **extra):
@@ -314,3 +318,30 @@ def test_a_part_too_big_to_store_is_noted_not_stored(store):
     stored = load_request_body(sqlite3.connect(store.path), "r1")
     assert stored["messages"][0].startswith("[not stored by Kimi Proxy: 8.0 MB")
     assert stored["messages"][1] == {"role": "user", "content": "small"}
+
+
+def test_a_long_conversation_stores_its_history_in_linear_space_and_reads_back_whole(store):
+    """Each turn's history is stored as a link to the one before it plus what is new (whole every
+    ``MAX_LINKS`` turns): 300 turns store about what 300 turns say, not 300 growing lists."""
+    recent, counter = Recent(), TokenCounter()
+    messages, bodies = [], []
+    for turn in range(300):
+        messages = messages + [{"role": "user", "content": f"turn {turn} " + "word " * 40},
+                               {"role": "assistant", "content": f"answer {turn}"}]
+        body = {"model": "gpt-4o", "messages": messages}
+        bodies.append(body)
+        result = analyse(json.dumps(body).encode(), "", "openai-chat", "/v1/chat/completions", counter,
+                         1 << 25, recent)
+        store.submit(RequestRecord(row=row(turn % 60, id=f"t{turn}"), request_body=result.body,
+                                   history_key="messages", text=result.text, history=result.history,
+                                   items=result.items, digests=result.digests, seq=result.seq,
+                                   prior_seq=result.prior_seq, reused=result.reused))
+    store.close()
+    db = sqlite3.connect(store.path)
+    for turn in (0, 1, MAX_LINKS, MAX_LINKS + 1, 150, 299):
+        assert load_request_body(db, f"t{turn}") == bodies[turn]
+    sizes = [db.execute("SELECT size FROM blobs WHERE hash = (SELECT history FROM requests WHERE id = ?)",
+                        (f"t{turn}",)).fetchone()[0] for turn in range(300)]
+    # Whole lists would make the second half 3x the first; links keep them level.
+    assert sum(sizes[150:]) < 1.6 * sum(sizes[:150])
+    assert max(sizes[1:MAX_LINKS]) < 250  # a link: the prior's hash, a count, two new hashes

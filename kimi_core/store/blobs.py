@@ -53,6 +53,7 @@ def _redacted(text: str) -> bytes:
         return redact_text(text.encode("utf-8", "surrogatepass").decode("utf-8", "backslashreplace")).encode()
 
 
+MAX_LINKS = 64  # a history stored as a link to the one before it, at most this many deep
 HISTORY_HASHES = 400_000  # message hashes kept for the histories that later turns resume (about 50 MB)
 
 
@@ -73,8 +74,9 @@ class Blobs:
         self.known: OrderedDict[str, str] = OrderedDict()  # blob in the database -> its last_used there
         self._unwritten: dict[str, str] = {}  # later uses not yet written to last_used
         self._seen: OrderedDict[bytes, str] = OrderedDict()  # JSON text hash -> blob hash
-        # Recent histories by analysis number: (ts, message blob hashes).
-        self._histories: OrderedDict[int, tuple[str, list[str]]] = OrderedDict()
+        # Recent histories by analysis number: (ts, message blob hashes, the history's blob and those
+        # it links to, newest last).
+        self._histories: OrderedDict[int, tuple[str, list[str], tuple[str, ...]]] = OrderedDict()
         self._size = size
 
     def forget(self) -> None:
@@ -109,34 +111,49 @@ class Blobs:
         """Every remembered use, to write before retention decides what is oldest.
 
         Messages reused from an earlier history were not looked at one by one:
-        the histories held here count as uses of all their messages.
+        the histories held here count as uses of all their messages (and of
+        the history blobs they link to).
         """
         uses = dict(self._unwritten)
-        for ts, hashes in self._histories.values():
-            for d in hashes:
+        for ts, hashes, chain in self._histories.values():
+            for d in (*hashes, *chain):
                 if ts > uses.get(d, ""):
                     uses[d] = ts
         return [(ts, d) for d, ts in uses.items()]
 
-    def _history(self, prepared: Prepared, record: RequestRecord) -> list[str]:
-        """The blob hashes of the record's history items; reused ones come from the prior history."""
+    def _history(self, prepared: Prepared, record: RequestRecord) -> str:
+        """The blob of the record's history: the list of its items' blob hashes.
+
+        A history that resumes a recent one is stored as a link to it: the
+        prior history's blob, how many of its items this one keeps, and the
+        hashes that follow (what a reader rebuilds, ``read.history_hashes``).
+        A 400-turn conversation would otherwise store 400 growing lists.
+        Every ``MAX_LINKS`` links the whole list is stored again, so that a
+        reader never walks a long chain.
+        """
         assert record.text is not None and record.items is not None and record.digests is not None
         text = record.text
         prior = self._histories.get(record.prior_seq) if record.prior_seq is not None else None
         first = record.reused if prior is not None and len(prior[1]) >= record.reused else 0
-        hashes = prior[1][:first] if prior is not None and first else []
-        hashes += [self.text(prepared, text[a:b], key)
-                   for (a, b), key in zip(record.items[first:], record.digests[first:])]
+        new = [self.text(prepared, text[a:b], key) for (a, b), key in zip(record.items[first:], record.digests[first:])]
+        hashes = (prior[1][:first] if prior is not None and first else []) + new
+        if prior is not None and first and len(prior[2]) < MAX_LINKS:
+            blob = self._put(prepared, json.dumps({"prior": prior[2][-1], "keep": first, "then": new}).encode())
+            chain = (*prior[2], blob)
+            prepared.refs.update(prior[2])  # in use while a later link needs them (retention goes by use)
+        else:
+            blob = self._put(prepared, json.dumps(hashes).encode())
+            chain = (blob,)
         if record.seq:
-            self._histories[record.seq] = (prepared.row.get("ts") or "", hashes)
+            self._histories[record.seq] = (prepared.row.get("ts") or "", hashes, chain)
             if record.prior_seq is not None:
                 self._histories.pop(record.prior_seq, None)  # the conversation moved on
             # At most 64 histories and HISTORY_HASHES hashes in all (a few 200,000-message
             # histories would otherwise hold gigabytes); the newest is always kept.
-            total = sum(len(h) for _, h in self._histories.values())
+            total = sum(len(h[1]) for h in self._histories.values())
             while len(self._histories) > 1 and (len(self._histories) > 64 or total > HISTORY_HASHES):
                 total -= len(self._histories.popitem(last=False)[1][1])
-        return hashes
+        return blob
 
     def part(self, prepared: Prepared, value: Any) -> str:
         """The blob of a body part: bytes as they are, anything else as compact JSON."""
@@ -177,8 +194,7 @@ class Blobs:
             if record.text is not None and record.history and record.items is not None and record.digests:
                 text, (start, end) = record.text, record.history
                 prepared.row["request_body"] = self.text(prepared, text[:start] + "null" + text[end:])
-                hashes = self._history(prepared, record)
-                prepared.row["history"] = self._put(prepared, json.dumps(hashes).encode())
+                prepared.row["history"] = self._history(prepared, record)
             elif isinstance(body, dict) and record.history_key and isinstance(body.get(record.history_key), list):
                 envelope = {k: (None if k == record.history_key else v) for k, v in body.items()}
                 prepared.row["request_body"] = self.part(prepared, envelope)

@@ -7,7 +7,9 @@ columns are kept stable, columns are only ever added):
 - ``requests``: one row per LLM call.
 - ``blobs``: bodies, content-addressed (sha256 of the stored text) and
   lz4-compressed, so a message resent on every turn is stored once. A
-  request's history is a blob too: the JSON list of its messages' hashes.
+  request's history is a blob too: the JSON list of its messages' hashes, or
+  (a turn that resends the history before it) ``{"prior": <that history's
+  blob>, "keep": n, "then": [<hashes of what follows>]}``.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ def m001_initial(db: Database) -> None:
             "request_bytes": int,
             "response_bytes": int,
             "request_body": str,  # blob hash: the body without its history list (or the raw body)
-            "history": str,  # blob hash: JSON list of the blob hashes of the history's messages
+            "history": str,  # blob hash: the history's message blob hashes (read.history_hashes)
             "response_body": str,  # blob hash
         },
         pk="id",

@@ -37,11 +37,32 @@ def load_request_body(conn: sqlite3.Connection, request_id: str) -> Any:
         body = json.loads(envelope)
     except (ValueError, UnicodeDecodeError):
         return envelope
-    history = _blob(conn, row[1])
-    if history is not None and isinstance(body, dict) and row[2] in MODULES:
-        parts = [_blob(conn, h) for h in json.loads(history)]
+    hashes = history_hashes(conn, row[1])
+    if hashes is not None and isinstance(body, dict) and row[2] in MODULES:
+        parts = [_blob(conn, h) for h in hashes]
         body[MODULES[row[2]].HISTORY_KEY] = [json.loads(p) if p is not None else None for p in parts]
     return body
+
+
+def history_hashes(conn: sqlite3.Connection, digest: str | None) -> list[str] | None:
+    """The blob hashes of a stored history's items; None if it, or a history it links to, expired.
+
+    A history blob is the list itself, or a link to the history it resumed:
+    ``{"prior": blob, "keep": n, "then": [hashes]}`` (``blobs.Blobs._history``).
+    """
+    links = []
+    while digest is not None and len(links) <= 10_000:
+        data = _blob(conn, digest)
+        if data is None:
+            return None
+        value = json.loads(data)
+        if isinstance(value, list):
+            for link in reversed(links):
+                value = value[:link["keep"]] + link["then"]
+            return value
+        links.append(value)
+        digest = value.get("prior")
+    return None
 
 
 def load_archive(conn: sqlite3.Connection, digest_or_prefix: str) -> bytes:
