@@ -112,6 +112,8 @@ class ConversationTracker:
         self._by_root: dict[tuple[str, bytes], list[Conversation]] = {}
         self._by_seq: dict[int, Conversation] = {}
         self._by_response: dict[str, Conversation] = {}
+        # Conversations whose last answer asked for a tool, by agent and session: a subagent's parent.
+        self._waiting: dict[tuple[str, str | None], dict[str, Conversation]] = {}
         self._max = max_conversations
 
     def place(self, facts: Facts, now: float) -> Placed:
@@ -128,7 +130,7 @@ class ConversationTracker:
 
     def answered(self, conversation: Conversation, tool_calls: bool, response_id: str | None) -> None:
         """The call's answer came: whether it asked for a tool, and its id for ``previous_response_id``."""
-        conversation.waiting_tool = tool_calls
+        self._wait(conversation, tool_calls)
         if response_id:
             conversation.response_ids.append(response_id)
             self._by_response[response_id] = conversation
@@ -208,20 +210,24 @@ class ConversationTracker:
 
     def _parent(self, facts: Facts, now: float) -> Conversation | None:
         """The most recent conversation of this agent (and agent session) waiting for a tool's result."""
-        for candidate in reversed(self._all.values()):
-            if now - candidate.last_seen > PARENT_SECONDS:
-                break  # ordered by last use: the rest are older
-            if candidate.agent == facts.agent and candidate.session_key == facts.session_key \
-                    and candidate.waiting_tool:
-                return candidate
-        return None
+        waiting = self._waiting.get((facts.agent, facts.session_key))
+        best = max(waiting.values(), key=lambda c: c.last_seen, default=None) if waiting else None
+        return best if best is not None and now - best.last_seen <= PARENT_SECONDS else None
+
+    def _wait(self, conversation: Conversation, waiting: bool) -> None:
+        conversation.waiting_tool = waiting
+        key = (conversation.agent, conversation.session_key)
+        if waiting:
+            self._waiting.setdefault(key, {})[conversation.id] = conversation
+        elif (same := self._waiting.get(key)) is not None and same.pop(conversation.id, None) and not same:
+            del self._waiting[key]
 
     def _update(self, conversation: Conversation, facts: Facts, now: float) -> None:
         conversation.digests = facts.digests
         conversation.system, conversation.tools = facts.system, facts.tools
         conversation.last_seen = now
         conversation.calls += 1
-        conversation.waiting_tool = False  # until its answer says otherwise
+        self._wait(conversation, False)  # until its answer says otherwise
         self._all.move_to_end(conversation.id)
         if facts.seq:
             conversation.seqs.add(facts.seq)
@@ -232,6 +238,7 @@ class ConversationTracker:
                     del self._by_seq[old]
 
     def _forget(self, conversation: Conversation) -> None:
+        self._wait(conversation, False)
         if conversation.conversation_key is not None:
             self._by_key.pop((conversation.agent, conversation.conversation_key), None)
         if conversation.root is not None:

@@ -275,8 +275,9 @@ def main() -> None:
         finally:
             for proxy in proxies.values():
                 proxy.stop()
-        time.sleep(1)
-        left = [pid for pid in children if Path(f"/proc/{pid}").exists()]
+        deadline = time.monotonic() + 5
+        while (left := [pid for pid in children if Path(f"/proc/{pid}").exists()]) and time.monotonic() < deadline:
+            time.sleep(0.1)
     names = [t.name for t in targets]
 
     def ratio(kimi: float, plain: float) -> str:
@@ -322,7 +323,7 @@ def main() -> None:
           f"(ratio {added[-1] / added[1] if added[1] > 0 else float('nan'):.2f})")
     print(f"kimi database growth over the replay: first half {first / 1e6:.2f} MB, second half {second / 1e6:.2f} MB "
           f"(ratio {second / first if first else float('nan'):.2f}); database: {work / 'kimi' / 'kimi.db'}")
-    print(f"processes left running after the proxies stopped: {len(left)}")
+    print(f"child processes still running 5 s after the proxies stopped: {len(left)}")
 
 
 if __name__ == "__main__":

@@ -128,3 +128,14 @@ def test_a_pasted_list_of_statements_yields_at_most_sixteen():
     _, passed, found = read(text)
     assert passed and len(found) == MAX_STATEMENTS == 16
     assert found[0].kind == "preference" and "library0" in found[0].content
+
+
+def test_the_proxy_side_filter_passes_every_message_the_reader_finds_something_in():
+    """``may_state`` decides in the proxy's process what goes to the reader: it must never drop a statement."""
+    from kimi_core.memory import may_state, read
+    texts = [text for text, _ in CASES + HELD_OUT]
+    texts += ["Je préfère pytest.", "We'll ship Friday.", "NEVER push to main", "Tu DOIS tester."]
+    for text in texts:
+        if read(text)[1]:
+            assert may_state(text), text
+    assert not may_state("the model reads every token of the history again on each turn")

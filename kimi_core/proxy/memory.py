@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import hashlib
 import logging
 import multiprocessing
 import multiprocessing.pool
 import os
+import sys
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,9 +56,24 @@ class Job:
     text: str
 
 
-def _lower_priority() -> None:
-    if hasattr(os, "nice"):
-        os.nice(10)
+@contextlib.contextmanager
+def _light_child() -> Iterator[None]:
+    """A process spawned meanwhile does not run the proxy's main script first.
+
+    ``multiprocessing`` re-imports the parent's ``__main__`` in a spawned child
+    (here the ``mitmdump`` script: all of mitmproxy, 60 MB) unless it has no
+    ``__file__``; the reader needs only ``kimi_core.memory``.
+    """
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if main is None or path is None or getattr(main, "__spec__", None) is not None:
+        yield
+        return
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path
 
 
 class Abandoned(Exception):
@@ -85,7 +102,8 @@ class Reader:
         loop = asyncio.get_running_loop()
         if self._pool is None and self._thread is None:
             try:
-                self._pool = multiprocessing.get_context("spawn").Pool(1, initializer=_lower_priority)
+                with _light_child():
+                    self._pool = multiprocessing.get_context("spawn").Pool(1, initializer=memory.lower_priority)
             except (OSError, ValueError, NotImplementedError) as e:
                 logger.warning("kimi: cannot start the memory reader process (%s); reading in a thread", e)
                 self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kimi-memory")
@@ -204,6 +222,9 @@ class KimiMemory:
         session = call.session.id if call.session else None
         for message in parsed.request.messages:
             if message.role != "user" or not message.text.strip():
+                continue
+            if not memory.may_state(message.text):  # nothing to read: not worth a trip to the reader
+                self.kimi.metrics.memory_filtered.inc()
                 continue
             key = hashlib.blake2b(f"{session}\0{message.index}\0{message.text}".encode("utf-8", "surrogatepass"),
                                   digest_size=16).digest()
