@@ -11,6 +11,7 @@ columns, never anything a client could use to flood a terminal or a metric.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -83,9 +84,19 @@ def _version(value: str | None) -> str | None:
 
 def identify(headers: Mapping[str, str]) -> Client:
     """The client that sent a request with these headers (lower-case names or a case-insensitive mapping)."""
-    def get(name: str) -> str:
+    values = []
+    for name in _HEADERS:
         value = headers.get(name)
-        return value if isinstance(value, str) else ""
+        values.append(value if isinstance(value, str) else "")
+    return _identify(tuple(values))
+
+
+@functools.lru_cache(maxsize=1024)  # an agent sends the same headers on every call
+def _identify(values: tuple[str, ...]) -> Client:
+    headers = dict(zip(_HEADERS, values, strict=True))
+
+    def get(name: str) -> str:
+        return headers[name]
 
     for agent, header, pattern in _RULES:
         value = get(header)
@@ -113,6 +124,12 @@ def identify(headers: Mapping[str, str]) -> Client:
     if m := _PRODUCT.match(agent_header.strip()):
         return Client(_name(m.group(1)), _version(m.group(2)))
     return UNKNOWN
+
+
+# Every header ``identify`` reads.
+_HEADERS = tuple(dict.fromkeys([header for _, header, _ in _RULES] + [
+    "x-title", "http-referer", "referer", "user-agent", "x-goog-api-client", "x-stainless-lang",
+    "x-stainless-package-version"]))
 
 
 @dataclass(frozen=True, slots=True)

@@ -91,7 +91,9 @@ class Prices:
         """Load the price table (about 20 ms), so the first call does not pay for it."""
         self.price("openai", "gpt-4.1", Usage(1))
 
-    def price(self, provider: str, model: str | None, usage: Usage, when: datetime.datetime | None = None) -> Price:
+    def price(self, provider: str, model: str | None, usage: Usage, when: datetime.datetime | None = None,
+              rate: bool = True) -> Price:
+        """What ``usage`` of ``model`` cost; with ``rate``, its uncached input price per token too."""
         if not model:
             return Price(None, "no model named")
         own = self.own.get(model)
@@ -112,8 +114,9 @@ class Prices:
         for provider_id in dict.fromkeys(tries):  # the provider's own table, then any
             try:
                 calc = genai_prices.calc_price(gp_usage, ref, provider_id=provider_id, genai_request_timestamp=when)
-                rate = genai_prices.calc_price(genai_prices.Usage(input_tokens=max(1, usage.prompt)), ref,
-                                               provider_id=provider_id, genai_request_timestamp=when)
+                per_token = genai_prices.calc_price(
+                    genai_prices.Usage(input_tokens=max(1, usage.prompt)), ref, provider_id=provider_id,
+                    genai_request_timestamp=when) if rate else None
             except (LookupError, ValueError) as e:
                 logger.debug("kimi: no price for %s at %s: %s", ref, provider_id, e)
                 continue
@@ -124,7 +127,8 @@ class Prices:
                 note = f"{provider} is a subscription: priced at {calc.provider.id}'s API rates"
             elif provider_id != PROVIDERS.get(provider):
                 note = f"priced as {calc.provider.id} {calc.model.id}"
-            return Price(float(calc.total_price), note, float(rate.input_price) / max(1, usage.prompt))
+            return Price(float(calc.total_price), note,
+                         float(per_token.input_price) / max(1, usage.prompt) if per_token is not None else None)
         with self._lock:
             self._found[key] = None
         return Price(None, _unknown(model, provider))

@@ -110,11 +110,12 @@ def price(prices: Prices, call: LLMCall, row: dict[str, Any], started: float | N
     usage = Usage(int(prompt), row["completion_tokens"] or (len(text) // 4 if note else 0),
                   row["cached_tokens"] or 0, row["cache_write_tokens"] or 0)
     when = datetime.datetime.fromtimestamp(started, datetime.UTC) if started else None
-    found = prices.price(call.provider, model, usage, when)
+    before, after = row["tokens_before"], row["tokens_after"]
+    saved = bool(before and after is not None and before > after)
+    found = prices.price(call.provider, model, usage, when, rate=saved)
     row["cost_usd"] = round(found.usd, 8) if found.usd is not None else None
     row["cost_note"] = "; ".join(n for n in (note, found.note) if n) or None
-    before, after = row["tokens_before"], row["tokens_after"]
-    if found.input_usd_per_token is not None and before and after is not None and before > after:
+    if found.input_usd_per_token is not None and saved:
         row["saved_usd"] = round((before - after) * (row["calibration_factor"] or 1.0) * found.input_usd_per_token, 8)
 
 
