@@ -19,12 +19,13 @@ The original is archived by the caller under its sha256; markers name it.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
 import json
 import math
 import re
 import threading
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -39,9 +40,6 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)
 _PROGRESS = re.compile(r"\d%|\d/\d|\d{4}-\d\d-\d\d|\d\d:\d\d:\d\d|ETA|it/s|B/s")
 _BLANKS = re.compile(r"\n{3,}")
 _DIGITS = re.compile(r"\d+")
-_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{1,}|\d{3,}")
-# The parts of snake_case and camelCase identifiers, so that "needle settings" finds needle_settings.
-_SUBWORD = re.compile(r"[A-Z]?[a-z]{2,}|[A-Z]{2,}(?![a-z])")
 # Matched in lower-cased text, without word boundaries: ``re`` is several times
 # faster so, and "fail" then also finds "failed", "failure", "FAILURES".
 _SALIENT = re.compile(r"error|fail|fatal|exception|traceback|panic|warn|assert|denied|refused|timeout|"
@@ -60,7 +58,7 @@ def collapse_runs(lines: list[str]) -> list[str]:
     Alike: identical, or for progress and log lines, identical but for their numbers.
     """
     stripped = [line.strip() for line in lines]
-    shapes = [_DIGITS.sub("#", line) for line in stripped]
+    shapes = _DIGITS.sub("#", "\n".join(stripped)).split("\n")  # one pass over the text, not one per line
     out: list[str] = []
     i = 0
     while i < len(lines):
@@ -105,12 +103,55 @@ def clean(text: str) -> str:
     return _BLANKS.sub("\n\n", text).strip("\n")
 
 
-def terms(text: str) -> list[str]:
-    """Words, numbers and identifiers, and the parts of identifiers, lower-cased."""
-    words = _WORD.findall(text.lower())
-    parts = " ".join(p for w in _WORD.findall(text) if "_" in w or not w.islower()
-                     for p in _SUBWORD.findall(w)).lower().split()
-    return words + parts
+# What a question is made of: names (identifiers, dotted and dashed ones, paths, versions such as
+# python3.11), words, and numbers. Names are searched whole; their parts weigh less.
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-/:]*[A-Za-z0-9_]|[A-Za-z0-9_]")
+_PART = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
+_STOPWORDS = """
+a about above after again all also am an and any are as at be been before being below between both but by
+can could did do does doing done down during each few for from further get gets got had has have having he
+her here hers him his how i if in into is it its itself just let me more most my no nor not now of off on
+once only or other our out over own please same she should show shows so some such tell than that the their
+them then there these they this those through to too under until up us very was we were what when where
+which while who whom why will with would you your yours give find see look say says said output result
+le la les un une des du de et ou est sont dans pour par sur avec ce cette ces qui que quoi quel quelle
+quels quelles comment où il elle ils elles je tu nous vous mon ma mes ton ta tes son sa ses au aux ne pas
+"""
+STOPWORDS = frozenset(_STOPWORDS.split())
+PART_WEIGHT = 0.3  # a part of a name ("settings" of needle_settings) against the name itself
+MAX_HITS = 20_000  # occurrences of one term looked at: a term that common says nothing anyway
+
+
+def terms(text: str) -> dict[str, float]:
+    """The terms of a question, lower-cased, each with its weight: names and words 1, parts of names less."""
+    out: dict[str, float] = {}
+    for name in _NAME.findall(text):
+        whole = name.lower().strip(".-/:")
+        if len(whole) >= 2 and whole not in STOPWORDS and not (whole.isdigit() and len(whole) < 2):
+            out[whole] = 1.0
+        parts = _PART.findall(name)
+        if len(parts) > 1:
+            for part in parts:
+                part = part.lower()
+                if len(part) >= 3 and part not in STOPWORDS and part not in out:
+                    out[part] = PART_WEIGHT
+    return out
+
+
+def bm25(query: dict[str, float], tf: list[dict[str, int]], lengths: list[float], k1: float = 1.2,
+         b: float = 0.75) -> list[float]:
+    """Okapi BM25 score of each document, given each one's term frequencies and length, for weighted terms."""
+    n = len(tf)
+    if not n or not query:
+        return [0.0] * n
+    avg = sum(lengths) / n or 1.0
+    df = {t: sum(1 for d in tf if d.get(t)) for t in query}
+    idf = {t: math.log(1 + (n - df[t] + 0.5) / (df[t] + 0.5)) for t in query}
+    scores = []
+    for d, length in zip(tf, lengths, strict=True):
+        norm = k1 * (1 - b + b * length / avg)
+        scores.append(sum(w * idf[t] * d[t] * (k1 + 1) / (d[t] + norm) for t, w in query.items() if d.get(t)))
+    return scores
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,22 +182,6 @@ def chunks(lines: list[str], size: int, line_tokens: list[int]) -> list[Chunk]:
     return out
 
 
-def bm25(query: dict[str, float], docs: list[list[str]], k1: float = 1.2, b: float = 0.75) -> list[float]:
-    """Okapi BM25 score of each document for the query's terms, each with its weight."""
-    if not docs or not query:
-        return [0.0] * len(docs)
-    avg = sum(len(d) for d in docs) / len(docs) or 1.0
-    df = Counter(t for d in docs for t in set(d) if t in query)
-    n = len(docs)
-    idf = {t: math.log(1 + (n - df[t] + 0.5) / (df[t] + 0.5)) for t in query}
-    scores = []
-    for d in docs:
-        tf = Counter(d)
-        norm = k1 * (1 - b + b * len(d) / avg)
-        scores.append(sum(w * idf[t] * tf[t] * (k1 + 1) / (tf[t] + norm) for t, w in query.items() if t in tf))
-    return scores
-
-
 @dataclass(frozen=True, slots=True)
 class Query:
     """What the conversation asks of a tool result: the user's words, and the tool call's arguments.
@@ -169,38 +194,93 @@ class Query:
     args: str = ""
 
     def terms(self) -> dict[str, float]:
-        weights = dict.fromkeys(terms(self.args), ARGS_WEIGHT)
-        weights.update(dict.fromkeys(terms(self.ask), 1.0))
+        weights = {t: w * ARGS_WEIGHT for t, w in terms(self.args).items()}
+        weights.update(terms(self.ask))
         return weights
 
 
 ARGS_WEIGHT = 0.25
 RELEVANCE_WEIGHT = 2.0
 SALIENCE_WEIGHT = 0.75
+DEFINITION_BONUS = 1.0
 EDGE_BONUS = 1.5
+# What comes before a name where it is defined (code, SQL, a JSON record's name or id).
+_DEFINES = re.compile(r"(?:\b(?:def|class|function|func|fn|struct|interface|type|enum|const|let|var|module|trait|"
+                      r"impl|macro|table|create table|message|service)\s+|^\s*|\"(?:name|id|key|title)\"\s*:\s*\")\Z")
 
 
-def scores(pieces: list[Chunk], query: Query) -> list[float]:
-    """Relevance to the query, plus salience, plus a bonus for the first and last chunks.
+class Index:
+    """Where things are in a text split into lines: which line an offset is on, which chunks hold a line."""
+
+    def __init__(self, lines: list[str], pieces: list[Chunk]) -> None:
+        self.text = "\n".join(lines).lower()
+        self.starts = list(itertools.accumulate((len(line) + 1 for line in lines[:-1]), initial=0))
+        self.pieces = pieces
+        self.chunk_starts = [c.start for c in pieces]
+
+    def line_of(self, offset: int) -> int:
+        return bisect.bisect_right(self.starts, offset) - 1
+
+    def chunks_of(self, line: int) -> list[int]:
+        """The chunks holding ``line``: one, or two where they overlap."""
+        i = bisect.bisect_right(self.chunk_starts, line) - 1
+        return [j for j in (i - 1, i) if j >= 0 and self.pieces[j].start <= line < self.pieces[j].end]
+
+    def hits(self, term: str, anywhere: bool = False) -> list[int]:
+        """Where ``term`` starts a word (after a non-alphanumeric: "test" is not in "latest", but
+        "settings" is in needle_settings); ``anywhere``: inside words too (parts of camelCase names)."""
+        out, text, at = [], self.text, self.text.find(term)
+        while at >= 0 and len(out) < MAX_HITS:
+            if anywhere or at == 0 or not text[at - 1].isalnum():
+                out.append(at)
+            at = text.find(term, at + 1)
+        return out
+
+
+def scores(pieces: list[Chunk], query: Query, index: Index) -> list[float]:
+    """Relevance to the query (BM25 over where its terms occur), a bonus for where a name it asks
+    about is defined, salience (errors, failures, warnings), and a bonus for the first and last chunks.
 
     Salience counts for less in outputs where it is everywhere (source code
     says "error" in every other function).
     """
-    relevance = bm25(query.terms(), [terms(c.text) for c in pieces])
+    asked = query.terms()
+    tf: list[dict[str, int]] = [{} for _ in pieces]
+    defines = [0.0] * len(pieces)
+    for term, weight in asked.items():
+        for at in index.hits(term, anywhere=weight < 1.0):
+            line = index.line_of(at)
+            chunks_ = index.chunks_of(line)
+            for j in chunks_:
+                tf[j][term] = tf[j].get(term, 0) + 1
+            if weight >= 1.0 and len(term) >= 4 and not term.isdigit():
+                before = index.text[index.starts[line]:at][-40:]
+                end = at + len(term)
+                after = index.text[end:end + 1]
+                if _DEFINES.search(before) and not after.isalnum() and after != "_":
+                    for j in chunks_:
+                        defines[j] = 1.0
+    relevance = bm25(asked, tf, [float(c.tokens) for c in pieces])
     top = max(relevance, default=0.0) or 1.0
-    salient = [min(1.0, len(_SALIENT.findall(c.text.lower())) / 3) for c in pieces]
+    salient_hits = [0] * len(pieces)
+    for m in _SALIENT.finditer(index.text):
+        for j in index.chunks_of(index.line_of(m.start())):
+            salient_hits[j] += 1
+    salient = [min(1.0, n / 3) for n in salient_hits]
     rarity = 1 - sum(1 for x in salient if x) / max(1, len(pieces))
     out = []
     for i in range(len(pieces)):
-        score = RELEVANCE_WEIGHT * relevance[i] / top + SALIENCE_WEIGHT * salient[i] * rarity
+        score = RELEVANCE_WEIGHT * relevance[i] / top + SALIENCE_WEIGHT * salient[i] * rarity \
+            + DEFINITION_BONUS * defines[i]
         if i == 0 or i == len(pieces) - 1:
             score += EDGE_BONUS
         out.append(score)
     return out
 
 
-def marker(lines: int, tokens: int, digest: str) -> str:
-    return (f"[... Kimi Proxy left out {lines} lines (about {tokens:,} tokens) of this tool result; "
+def marker(lines: int, tokens: int, digest: str, gist: str = "") -> str:
+    gist = f"; {gist}" if gist else ""
+    return (f"[... Kimi Proxy left out {lines} lines (about {tokens:,} tokens{gist}) of this tool result; "
             f"the original is kept, sha {digest[:12]}: the kimi_original tool reads any part of it "
             f"(or: kimi-proxy restore {digest[:12]}) ...]")
 
@@ -215,18 +295,26 @@ class Compacted:
 
 
 def compact(text: str, budget: int, query: Query | str, count: Callable[[str], int],
-            digest: str | None = None) -> Compacted:
+            digest: str | None = None, original: int | None = None) -> Compacted:
     """``text`` within ``budget`` tokens (at least ``MIN_BUDGET``); deterministic for the same inputs.
 
-    Whole texts are counted exactly, lines are estimated from the text's
-    tokens per character (counting 40,000 lines one by one costs seconds);
-    the result is counted again and trimmed until it really fits.
+    ``original``: the text's token count, when the caller knows it. Counted
+    exactly: the original (once) and what is kept; the cleaned text only when
+    it may fit, else estimated from a sample, as are lines (from the tokens
+    per character: counting 40,000 lines one by one costs seconds). The result
+    is trimmed until it really fits.
     """
     budget = max(budget, MIN_BUDGET)  # a marker alone takes about 40 tokens
     digest = digest or sha256(text)  # the caller's, when it has hashed the text already
     cleaned = clean(text)
-    cleaned_tokens = count(cleaned)
-    original = cleaned_tokens if cleaned == text else count(text)
+    if original is None:
+        original = count(text)
+    if cleaned == text:
+        cleaned_tokens = original
+    else:
+        cleaned_tokens = sampled(cleaned, count)
+        if cleaned_tokens <= budget * 1.25:
+            cleaned_tokens = count(cleaned)
     if cleaned_tokens <= budget:
         return Compacted(cleaned, digest, original, cleaned_tokens, True)
     if isinstance(query, str):
@@ -235,7 +323,8 @@ def compact(text: str, budget: int, query: Query | str, count: Callable[[str], i
     per_char = cleaned_tokens / max(1, len(cleaned))
     line_tokens = [1 + int(len(line) * per_char) for line in lines]
     pieces = chunks(lines, min(CHUNK_TOKENS, max(64, budget // 8)), line_tokens)
-    score = scores(pieces, query)
+    index = Index(lines, pieces)
+    score = scores(pieces, query, index)
     ranked = sorted(range(len(pieces)), key=lambda i: (-score[i], i))
     kept: list[int] = []
     used = 0
@@ -243,13 +332,22 @@ def compact(text: str, budget: int, query: Query | str, count: Callable[[str], i
         if used + pieces[i].tokens + MARKER_TOKENS * (len(kept) + 2) <= budget:
             kept.append(i)
             used += pieces[i].tokens
-    result = _assemble(lines, pieces, sorted(kept), digest, line_tokens)
+    result = _assemble(lines, pieces, sorted(kept), digest, line_tokens, index)
     kept_tokens = count(result)
     while kept_tokens > budget and kept:  # denser than estimated: drop the weakest
         kept.pop()
-        result = _assemble(lines, pieces, sorted(kept), digest, line_tokens)
+        result = _assemble(lines, pieces, sorted(kept), digest, line_tokens, index)
         kept_tokens = count(result)
     return Compacted(result, digest, original, kept_tokens, False)
+
+
+def sampled(text: str, count: Callable[[str], int], slices: int = 32, size: int = 2048) -> int:
+    """``count(text)`` estimated from ``slices`` evenly spread slices (exact for a short text)."""
+    if len(text) <= slices * size * 2:
+        return count(text)
+    stride = len(text) // slices
+    return round(sum(count(text[i * stride:i * stride + size]) for i in range(slices)) * len(text)
+                 / (slices * size))
 
 
 def as_lines(text: str) -> list[str]:
@@ -298,19 +396,39 @@ MIN_BUDGET = 100
 
 
 def _assemble(lines: list[str], pieces: list[Chunk], kept: list[int], digest: str,
-              line_tokens: list[int]) -> str:
-    """The kept chunks in their order, overlaps merged, a marker in each gap."""
+              line_tokens: list[int], index: Index | None = None) -> str:
+    """The kept chunks in their order, overlaps merged, a marker in each gap saying what it holds."""
     out: list[str] = []
     covered = 0  # lines emitted so far
     for i in kept:
         c = pieces[i]
         if c.start > covered:
-            out.append(marker(c.start - covered, sum(line_tokens[covered:c.start]), digest))
+            out.append(marker(c.start - covered, sum(line_tokens[covered:c.start]), digest,
+                              _gist(lines, covered, c.start)))
         out.append("\n".join(lines[max(c.start, covered):c.end]))
         covered = max(covered, c.end)
     if covered < len(lines):
-        out.append(marker(len(lines) - covered, sum(line_tokens[covered:]), digest))
+        out.append(marker(len(lines) - covered, sum(line_tokens[covered:]), digest,
+                          _gist(lines, covered, len(lines))))
     return "\n".join(out)
+
+
+# What a gap's marker counts among the lines it stands for.
+_KINDS = (("error", re.compile(r"error|exception|traceback|fatal|panic|critical")),
+          ("failure", re.compile(r"fail")), ("warning", re.compile(r"warn")))
+
+
+def _gist(lines: list[str], start: int, end: int) -> str:
+    """``"12 with errors, 3 with warnings"`` for the lines left out, or ""."""
+    gap = "\n".join(lines[start:end]).lower()
+    if not _SALIENT.search(gap):
+        return ""
+    found = []
+    for kind, pattern in _KINDS:
+        n = sum(1 for line in gap.split("\n") if pattern.search(line))
+        if n:
+            found.append(f"{n:,} with {kind}s" if n > 1 else f"1 with a{'n' if kind[0] == 'e' else ''} {kind}")
+    return ", ".join(found)
 
 
 class Compactor:
@@ -325,6 +443,7 @@ class Compactor:
     def __init__(self, ttl: float = 300, max_chars: int = 32_000_000) -> None:
         self._cache: cachetools.TTLCache = cachetools.TTLCache(
             maxsize=max_chars, ttl=ttl, getsizeof=lambda c: len(c.text) + 200)
+        self._counts: cachetools.LRUCache = cachetools.LRUCache(maxsize=10_000)  # original tokens by text
         self._lock = threading.Lock()
         self.hits = 0
 
@@ -338,8 +457,11 @@ class Compactor:
                 self.hits += 1
                 self._cache[key] = found
                 return found
-        result = compact(text, budget, query, tokens.counter_for(encoding), digest)
         with self._lock:
+            original = self._counts.get((digest, encoding))
+        result = compact(text, budget, query, tokens.counter_for(encoding), digest, original)
+        with self._lock:
+            self._counts[(digest, encoding)] = result.original_tokens  # other budgets: counted once
             try:
                 self._cache[key] = result
             except ValueError:  # bigger than the whole cache

@@ -23,7 +23,10 @@ Strategies, at the same token budget:
 - head:       the first ``budget`` tokens (what Claude Code does)
 - head+tail:  the first and last ``budget / 2`` tokens (what Codex does)
 
-    scripts/run python scripts/bench_compaction.py [--budget 20000]
+The held-out corpus (``--held-out``: other tools, other shapes, its questions
+written before any tuning) is for reporting only: tune on the first.
+
+    scripts/run python scripts/bench_compaction.py [--budgets 5000,20000] [--held-out]
 """
 
 from __future__ import annotations
@@ -176,6 +179,104 @@ def asked_needles(name: str, text: str) -> list[Needle]:
     return needles
 
 
+# -- the held-out corpus: other tools, other shapes, questions written before any tuning on them ------
+
+
+def import_times() -> str:
+    """``python -X importtime``: a real log, one line per module with its timings."""
+    run = subprocess.run([sys.executable, "-X", "importtime", "-c", "import mitmproxy.tools.main, aiohttp, boto3"],
+                         capture_output=True, text=True, check=True)
+    return run.stderr
+
+
+def grep_defs() -> str:
+    """``grep -rn "def "`` over a few packages: path:line:code."""
+    dirs = [str(SITE / d) for d in ("httpx", "h2", "anthropic/resources", "click") if (SITE / d).exists()]
+    run = subprocess.run(["grep", "-rn", "--include=*.py", "def ", *dirs], capture_output=True, text=True,
+                         check=False)
+    return run.stdout.replace(str(SITE) + "/", "")
+
+
+def files_csv() -> str:
+    """A CSV of every installed file with its size and hash (what a data tool prints)."""
+    rows = ["distribution,version,path,size,sha256"]
+    for dist in sorted(importlib.metadata.distributions(), key=lambda d: (d.metadata.get("Name") or "").lower()):
+        for f in (dist.files or [])[:80]:
+            rows.append(f"{dist.metadata.get('Name')},{dist.version},{f},{f.size or ''},"
+                        f"{f.hash.value if f.hash else ''}")
+    return "\n".join(rows)
+
+
+def records_json() -> str:
+    """A JSON array of flat objects (an API's list endpoint), pretty-printed."""
+    records = []
+    for dist in sorted(importlib.metadata.distributions(), key=lambda d: (d.metadata.get("Name") or "").lower()):
+        m = dist.metadata
+        records.append({"name": m.get("Name"), "version": dist.version, "license": m.get("License-Expression")
+                        or (m.get("License") or "")[:60], "requires_python": m.get("Requires-Python"),
+                        "author": m.get("Author") or m.get("Author-email"), "homepage": m.get("Home-page"),
+                        "files": len(dist.files or [])})
+    return json.dumps(records, indent=2)
+
+
+def other_sources() -> str:
+    wanted = ["h2/connection.py", "click/core.py", "aiohttp/client.py", "anthropic/_base_client.py"]
+    return "\n".join(f"==> {rel} <==\n{(SITE / rel).read_text(encoding='utf-8', errors='replace')}"
+                     for rel in wanted if (SITE / rel).exists())
+
+
+def git_log() -> str:
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run(["git", "-C", str(root), "log", "--stat", "-n", "300"], capture_output=True, text=True,
+                         check=False)
+    return run.stdout
+
+
+HELD_OUT_ASKED = {
+    "importtime": [("How long did importing aiohttp.client take?", [r"\|\s+aiohttp\.client$"]),
+                   ("What is the cumulative import time of botocore.session?", [r"\|\s+botocore\.session$"])],
+    "grep": [("Where is send_headers defined in h2?", [r"h2/connection\.py:\d+:\s+def send_headers\("]),
+             ("Which file defines the click command decorator?", [r"click/decorators\.py:\d+:def command\("])],
+    "csv": [("What is the size of h2/connection.py?", [r"^h2,[^,]+,h2/connection\.py,"]),
+            ("Which sha256 does certifi's cacert.pem have?", [r"^certifi,[^,]+,certifi/cacert\.pem,"])],
+    "records": [("What license does the click package use?", [r'^    "name": "click",$', r'^    "license": '])],
+    "source2": [("How does h2 handle an incoming WINDOW_UPDATE frame?", [r"def _receive_window_update_frame\("]),
+                ("What does click's Context.invoke do?", [r"    def invoke\($"])],
+    "git log": [("Which files did the commit about the sampled estimate change?",
+                 [r"sampled estimate"])],
+}
+
+
+def held_out_outputs() -> list[Output]:
+    built = [
+        ("importtime", '{"command": "python -X importtime -c \'import mitmproxy.tools.main, aiohttp, boto3\'"}',
+         import_times()),
+        ("grep", '{"command": "grep -rn \'def \' httpx h2 anthropic/resources click"}', grep_defs()),
+        ("csv", '{"command": "python list_files.py --csv"}', files_csv()),
+        ("records", '{"url": "https://registry.local/api/packages"}', records_json()),
+        ("source2", '{"command": "cat h2/connection.py click/core.py aiohttp/client.py ..."}', other_sources()),
+        ("git log", '{"command": "git log --stat -n 300"}', git_log()),
+    ]
+    out = []
+    for name, args, text in built:
+        if not text.strip():
+            continue
+        needles = positional_needles(text)
+        lines = text.split("\n")
+        for question, patterns in HELD_OUT_ASKED.get(name, []):
+            found: list[str] = []
+            for pattern in patterns:
+                start = lines.index(found[-1]) + 1 if found else 0
+                match = next((line for line in lines[start:] if re.search(pattern, line)), None)
+                if match is None:
+                    break
+                found.append(match)
+            if len(found) == len(patterns):
+                needles.append(Needle("asked", question, [line.strip() for line in found]))
+        out.append(Output(name, args, text, needles))
+    return out
+
+
 def outputs() -> list[Output]:
     built = [
         ("source", '{"command": "cat sqlite_utils/db.py mitmproxy/http.py pydantic/main.py ..."}', source_files()),
@@ -213,22 +314,12 @@ def squash(text: str) -> str:
     return re.sub(r"\s+", "", text)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budget", type=int, default=20_000, help="tokens each strategy may keep")
-    args = parser.parse_args()
-    enc, _ = encoding(FALLBACK)
-    count = counter_for(FALLBACK)
-    strategies: dict[str, Callable[[str, Query], str]] = {
-        "kimi": lambda text, query: compact(text, args.budget, query, count).text,  # type: ignore[arg-type]
-        "head": lambda text, query: head(text, args.budget, enc),
-        "head+tail": lambda text, query: head_tail(text, args.budget, enc),
-    }
-    docs = outputs()
+def evaluate(docs: list[Output], budget: int, strategies: dict[str, Callable[[str, Query, int], str]], count,
+             title: str) -> dict[str, float]:
     totals = {s: [0, 0, 0, 0] for s in strategies}  # questions answered, questions, tokens kept, tokens in
     seconds = []
-    print(f"budget {args.budget:,} tokens ({FALLBACK})\n")
-    print(f"{'output':<8} {'tokens':>9} {'needle':<10} " + " ".join(f"{s:>10}" for s in strategies))
+    print(f"\n### {title}, budget {budget:,} tokens ({FALLBACK})\n")
+    print(f"{'output':<10} {'tokens':>9} {'needle':<10} " + " ".join(f"{s:>10}" for s in strategies))
     for doc in docs:
         original = count(doc.text)
         for needle in doc.needles:
@@ -236,7 +327,7 @@ def main() -> None:
             cells = []
             for name, strategy in strategies.items():
                 started = time.perf_counter()
-                kept = strategy(doc.text, query)
+                kept = strategy(doc.text, query, budget)
                 if name == "kimi":
                     seconds.append(time.perf_counter() - started)
                 found = sum(squash(line) in squash(kept) for line in needle.lines)
@@ -246,13 +337,56 @@ def main() -> None:
                 t[2] += count(kept)
                 t[3] += original
                 cells.append(f"{found}/{len(needle.lines)}")
-            print(f"{doc.name:<8} {original:>9,} {needle.where:<10} " + " ".join(f"{c:>10}" for c in cells))
+            print(f"{doc.name:<10} {original:>9,} {needle.where:<10} " + " ".join(f"{c:>10}" for c in cells))
     print()
-    print(f"{'':<29}" + " ".join(f"{s:>10}" for s in strategies))
-    print(f"{'questions answered':<29}" + " ".join(f"{t[0] / t[1]:>10.0%}" for t in totals.values()))
-    print(f"{'token reduction':<29}" + " ".join(f"{1 - t[2] / t[3]:>10.1%}" for t in totals.values()))
+    print(f"{'':<31}" + " ".join(f"{s:>10}" for s in strategies))
+    print(f"{'questions answered':<31}" + " ".join(f"{t[0] / t[1]:>10.0%}" for t in totals.values()))
+    print(f"{'token reduction':<31}" + " ".join(f"{1 - t[2] / t[3]:>10.1%}" for t in totals.values()))
     print(f"\nkimi compaction time per output: median {sorted(seconds)[len(seconds) // 2]:.2f} s, "
           f"max {max(seconds):.2f} s")
+    kimi = totals["kimi"]
+    return {"answered": kimi[0] / kimi[1], "questions": kimi[1], "reduction": 1 - kimi[2] / kimi[3]}
+
+
+def timing(count) -> None:
+    """Compaction alone, on about 100K and 1M tokens of a file listing and of source code."""
+    print("\n### Compaction time (median of 3)\n")
+    texts = {"ls -lR": listing(), "source": source_files() * 3}
+    for name, text in texts.items():
+        for size in (100_000, 1_000_000):
+            part = text
+            while count(part) > size * 1.1:
+                part = part[:int(len(part) * size / count(part))]
+            runs = []
+            for _ in range(3):
+                started = time.perf_counter()
+                compact(part, 20_000, Query("where are the encodings registered?", name), count)
+                runs.append(time.perf_counter() - started)
+            print(f"{name:<8} {count(part):>10,} tokens: {sorted(runs)[1] * 1000:8.0f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budgets", default="5000,20000", help="token budgets, comma-separated")
+    parser.add_argument("--held-out", action="store_true", help="also the held-out corpus (not for tuning)")
+    args = parser.parse_args()
+    enc, _ = encoding(FALLBACK)
+    count = counter_for(FALLBACK)
+    strategies: dict[str, Callable[[str, Query, int], str]] = {
+        "kimi": lambda text, query, budget: compact(text, budget, query, count).text,
+        "head": lambda text, query, budget: head(text, budget, enc),
+        "head+tail": lambda text, query, budget: head_tail(text, budget, enc),
+    }
+    corpora = [("tuning corpus", outputs())] + ([("held-out corpus", held_out_outputs())] if args.held_out else [])
+    summary = []
+    for budget in (int(b) for b in args.budgets.split(",")):
+        for title, docs in corpora:
+            summary.append((title, budget, evaluate(docs, budget, strategies, count, title)))
+    timing(count)
+    print("\n### Summary (kimi)\n")
+    for title, budget, r in summary:
+        print(f"{title:<16} budget {budget:>6,}: {r['answered']:.1%} of {r['questions']} questions answered, "
+              f"{r['reduction']:.1%} fewer tokens")
 
 
 if __name__ == "__main__":

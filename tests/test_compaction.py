@@ -1,7 +1,18 @@
 import itertools
 import json
+import re
 
-from kimi_core.compaction import Chunk, bm25, chunks, clean, collapse_runs, compact, sha256
+from kimi_core.compaction import (
+    PART_WEIGHT,
+    Chunk,
+    bm25,
+    chunks,
+    clean,
+    collapse_runs,
+    compact,
+    sha256,
+    terms,
+)
 from kimi_core.tokens import TokenCounter
 
 counter = TokenCounter()
@@ -46,9 +57,32 @@ def test_chunks_cover_every_line_with_about_ten_percent_overlap():
 
 
 def test_bm25_prefers_documents_with_rare_query_terms():
-    docs = [["the", "cat"], ["the", "dog", "segfault"], ["the", "the"]]
-    s = bm25({"segfault": 1.0, "the": 1.0}, docs)
+    tf = [{"the": 1, "cat": 1}, {"the": 1, "dog": 1, "segfault": 1}, {"the": 2}]
+    s = bm25({"segfault": 1.0, "the": 1.0}, tf, [2, 3, 2])
     assert s[1] == max(s) and s[2] < s[1]
+
+
+def test_question_terms_keep_names_whole_drop_stopwords_and_weigh_parts_less():
+    found = terms("Which tests fail on python3.11 in needle_settings.toml?")
+    assert found["python3.11"] == 1.0 and found["needle_settings.toml"] == 1.0
+    assert found["needle"] == found["settings"] == PART_WEIGHT
+    assert "which" not in found and "on" not in found and "in" not in found
+
+
+def test_the_chunk_that_defines_a_name_wins_over_those_that_only_use_it():
+    uses = [f"    result = compute_checksum(block_{i}) + offset_{i}" for i in range(3000)]
+    uses[2200] = "def compute_checksum(block):"
+    out = compact("\n".join(uses), 600, "what does compute_checksum do?", count)
+    assert "def compute_checksum(block):" in out.text
+
+
+def test_a_gap_marker_says_how_many_error_and_warning_lines_it_stands_for():
+    lines = [f"INFO step {i} ok" for i in range(4000)]
+    for i in range(100, 3900, 50):
+        lines[i] = f"ERROR step {i} failed to connect"
+    lines[2000] = "WARNING disk almost full"
+    out = compact("\n".join(lines), 300, "what went wrong?", count)
+    assert re.search(r"left out \d+ lines \(about [\d,]+ tokens; \d+ with errors, \d+ with failures", out.text)
 
 
 def listing(n):
