@@ -444,8 +444,20 @@ class Compactor:
         self._cache: cachetools.TTLCache = cachetools.TTLCache(
             maxsize=max_chars, ttl=ttl, getsizeof=lambda c: len(c.text) + 200)
         self._counts: cachetools.LRUCache = cachetools.LRUCache(maxsize=10_000)  # original tokens by text
+        self._sizes: cachetools.LRUCache = cachetools.LRUCache(maxsize=10_000)  # the same, for ``count``
         self._lock = threading.Lock()
         self.hits = 0
+
+    def count(self, text: str, encoding: str) -> int:
+        """``text``'s tokens, remembered by content: a result resent every turn is counted once."""
+        key = (hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest(), encoding)
+        with self._lock:
+            n = self._sizes.get(key)
+        if n is None:
+            n = tokens.counter_for(encoding)(text)
+            with self._lock:
+                self._sizes[key] = n
+        return n
 
     def compact(self, text: str, budget: int, query: Query, encoding: str) -> Compacted:
         asked = f"{query.ask}\0{query.args}".encode("utf-8", "surrogatepass")

@@ -217,7 +217,11 @@ class Plan:
 
     def compact(self, n: int, budget: int) -> Compacted | None:
         """Result ``n`` compacted to ``budget``; None if it already fits (or cannot be rewritten)."""
-        if len(self.found[n].result.content) * 4 <= budget:  # fits whatever it says: skip finding it
+        content = self.found[n].result.content
+        if len(content) * 4 <= budget:  # fits whatever it says: skip finding it
+            return None
+        if len(content.encode("utf-8", "surrogatepass")) <= budget or \
+                self.compactor.count(content, self.encoding) <= budget:  # resent every turn: counted once
             return None
         p = self.piece(n)
         # Tokens never outnumber UTF-8 bytes: smaller texts fit without counting.

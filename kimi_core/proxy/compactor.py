@@ -16,6 +16,7 @@ import asyncio
 import functools
 import logging
 import re
+from collections import OrderedDict
 from collections.abc import Coroutine
 
 from mitmproxy import ctx, exceptions, http
@@ -36,14 +37,29 @@ logger = logging.getLogger(__name__)
 _TOOL_RESULT = re.compile(rb'"(?:tool|tool_result|toolResult|functionResponse|function_response|[a-z_]*_output)"')
 
 
-def oversized(analysis: Analysis, budget: int) -> bool:
-    """Could a tool result of this parsed request be over ``budget`` tokens? (Tokens never outnumber
-    bytes; bigger ones are estimated from a sample, ``tokens.estimate_text``.)"""
+def oversized(analysis: Analysis, budget: int, memo: OrderedDict[bytes, int] | None = None) -> bool:
+    """Could a tool result of this parsed request be over ``budget`` tokens? Tokens never outnumber
+    bytes; bigger ones are estimated from a sample (``tokens.estimate_text``), remembered in ``memo``
+    by the history item's digest (a history resends its results every turn)."""
     request = analysis.request
-    return request is not None and any(
-        len(r.content) > budget // 4 and len(r.content.encode("utf-8", "surrogatepass")) > budget
-        and estimate_text(r.content) * ESTIMATE_MARGIN >= budget
-        for m in request.messages for r in m.tool_results)
+    if request is None:
+        return False
+    digests = analysis.digests or []
+    for m in request.messages:
+        for r in m.tool_results:
+            if len(r.content) <= budget // 4 or len(r.content.encode("utf-8", "surrogatepass")) <= budget:
+                continue
+            key = digests[m.index] if 0 <= m.index < len(digests) else None
+            estimate = memo.get(key) if memo is not None and key is not None else None
+            if estimate is None:
+                estimate = estimate_text(r.content)
+                if memo is not None and key is not None:
+                    memo[key] = estimate
+                    while len(memo) > 10_000:
+                        memo.popitem(last=False)
+            if estimate * ESTIMATE_MARGIN >= budget:
+                return True
+    return False
 
 
 def rescue_budget(budget: int) -> int:
@@ -118,6 +134,7 @@ def apply(kimi: KimiContext, flow: http.HTTPFlow, call: LLMCall, new: Analysis, 
 class KimiCompactor:
     def __init__(self, kimi: KimiContext) -> None:
         self.kimi = kimi
+        self._estimates: OrderedDict[bytes, int] = OrderedDict()  # of tool results, by history item
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -156,7 +173,7 @@ class KimiCompactor:
         if not await call.settled(call.parsed):
             return
         parsed = call.parsed.result()
-        if parsed is None or not await asyncio.to_thread(oversized, parsed, budget):
+        if parsed is None or not await asyncio.to_thread(oversized, parsed, budget, self._estimates):
             return
         if not await call.settled(call.analysis):  # a failure is the meter's to report: then nothing to compact
             return

@@ -140,7 +140,8 @@ class KimiGuard:
         raw = flow.request.raw_content or b""
         models = candidate_models(raw, call.route)
         output = requested_output(raw) if call.dialect in OUTPUT_COUNTS else 0
-        if models and not self._may_matter(len(raw) + media_allowance(raw), output, models, call.provider):
+        if models and not self._may_matter(len(raw), output, models, call.provider) \
+                and not self._may_matter(len(raw) + media_allowance(raw), output, models, call.provider):
             call.when_analysed(lambda: self._judge(flow, call, sent=True))
             return None
         return self._hold(flow, call, models, output)

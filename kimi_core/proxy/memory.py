@@ -153,6 +153,7 @@ class KimiMemory:
         self.queue: asyncio.Queue[Job] | None = None
         self._workers: list[asyncio.Task] = []
         self._seen: OrderedDict[bytes, None] = OrderedDict()  # digests of (session, index, text)
+        self._read: OrderedDict[int, str | None] = OrderedDict()  # analyses read, by number: their session
         self._reader: Reader | None = None
         self._client: httpx.AsyncClient | None = None
         self._last_request = 0.0
@@ -220,8 +221,14 @@ class KimiMemory:
         if parsed is None or parsed.request is None or self.queue is None:
             return
         session = call.session.id if call.session else None
+        # What the body repeats of a recent one of the same session was looked at then (a history
+        # grows every turn): only the rest is.
+        seen = parsed.reused if parsed.prior_seq is not None and self._read.get(parsed.prior_seq, ...) == session \
+            else 0
+        if call.analysis is not None:  # its number in ``Recent`` comes with its count
+            call.analysis.add_done_callback(lambda _: self._was_read(parsed.seq, session))
         for message in parsed.request.messages:
-            if message.role != "user" or not message.text.strip():
+            if message.index < seen or message.role != "user" or not message.text.strip():
                 continue
             if not memory.may_state(message.text):  # nothing to read: not worth a trip to the reader
                 self.kimi.metrics.memory_filtered.inc()
@@ -240,6 +247,12 @@ class KimiMemory:
             except asyncio.QueueFull:
                 self.kimi.metrics.memory_dropped.inc()
         self.kimi.metrics.memory_queue.set(self.queue.qsize())
+
+    def _was_read(self, seq: int, session: str | None) -> None:
+        if seq:
+            self._read[seq] = session
+            while len(self._read) > SEEN_SIZE // 10:
+                self._read.popitem(last=False)
 
     # -- extracting ------------------------------------------------------------------------------
 
