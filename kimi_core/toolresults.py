@@ -39,6 +39,7 @@ KEEP_RECENT = 3  # tool results a rescue leaves intact, the most recent ones (as
 class Found:
     result: ToolResult
     query: Query  # what the conversation asked for when the tool ran
+    message: int = -1  # the position of its message in the request
 
 
 def find(request: LLMRequest) -> list[Found]:
@@ -46,14 +47,14 @@ def find(request: LLMRequest) -> list[Found]:
     found: list[Found] = []
     last_user = ""
     args: dict[str, str] = {}
-    for message in request.messages:
+    for position, message in enumerate(request.messages):
         if message.role == "user" and message.text:
             last_user = message.text
         for call in message.tool_calls:
             args[call.id or call.name] = call.arguments
         for result in message.tool_results:
             call_args = args.get(result.call_id) or args.get(result.name or "", "")
-            found.append(Found(result, Query(last_user, call_args)))
+            found.append(Found(result, Query(last_user, call_args), position))
     return found
 
 
@@ -202,8 +203,10 @@ class Plan:
     """
 
     def __init__(self, text: str, parsed: Parsed, body: dict[str, Any], request: LLMRequest,
-                 compactor: Compactor, encoding: str) -> None:
+                 compactor: Compactor, encoding: str, per_message: tuple[int, ...] = ()) -> None:
+        """``per_message``: each message's tokens, when the request was counted (``Count.per_message``)."""
         self.text, self.parsed, self.body = text, parsed, body
+        self.per_message = per_message
         self.found = find(request)
         self.compactor = compactor
         self.encoding = encoding
@@ -220,8 +223,13 @@ class Plan:
         content = self.found[n].result.content
         if len(content) * 4 <= budget:  # fits whatever it says: skip finding it
             return None
-        if len(content.encode("utf-8", "surrogatepass")) <= budget or \
-                self.compactor.count(content, self.encoding) <= budget:  # resent every turn: counted once
+        if len(content.encode("utf-8", "surrogatepass")) <= budget:
+            return None
+        # Its message's count, if known, bounds it (all its results, framing included); else counted once
+        # by content (a result is resent every turn).
+        at = self.found[n].message
+        if 0 <= at < len(self.per_message) and self.per_message[at] <= budget or \
+                self.compactor.count(content, self.encoding) <= budget:
             return None
         p = self.piece(n)
         # Tokens never outnumber UTF-8 bytes: smaller texts fit without counting.

@@ -74,7 +74,7 @@ def _rewrite(kimi: KimiContext, analysis: Analysis, path: str, max_bytes: int, b
             or analysis.dialect is None or not isinstance(analysis.body, dict)):
         return None
     plan = Plan(analysis.text, analysis.parsed, analysis.body, analysis.request, kimi.compactor,
-                analysis.count.encoding)
+                analysis.count.encoding, analysis.count.per_message)
     plan.over_budget(budget)
     if need > 0:
         plan.rescue(need, rescue_budget(budget))
