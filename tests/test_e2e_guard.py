@@ -299,3 +299,14 @@ def test_a_request_whose_analysis_outlasts_its_budget_goes_on_unjudged(fake, tmp
         assert "not counted: over its 1 ms analysis budget (kimi_analysis_ms)" in row["error"]
         assert row["prompt_tokens_est"] is None
         assert "1 ms analysis budget (kimi_analysis_ms)" in proxy.log()
+
+
+def test_a_big_body_is_searched_for_its_model_at_its_ends_and_whole_only_if_need_be():
+    from kimi_core.proxy.guard import candidate_models, requested_output
+    history = b'[' + b",".join(b'{"role": "user", "content": "%s"}' % (b"x" * 1000) for _ in range(2000)) + b']'
+    claude_code = b'{"model": "claude-opus-4-5", "messages": ' + history + b', "max_tokens": 32000}'
+    sdk = b'{"messages": ' + history + b', "model": "gpt-4.1", "max_completion_tokens": 900}'
+    middle = b'{"messages": ' + history + b', "model": "gpt-4o", "tools": ' + history + b'}'
+    assert candidate_models(claude_code, None) == ["claude-opus-4-5"] and requested_output(claude_code) == 32000
+    assert candidate_models(sdk, None) == ["gpt-4.1"] and requested_output(sdk) == 900
+    assert candidate_models(middle, None) == ["gpt-4o"]  # not at the ends: found by the whole search

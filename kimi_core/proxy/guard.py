@@ -7,9 +7,10 @@ as the most generous calibration of any model would) goes on at once; a
 bigger one goes on once a quick sampled estimate (``tokens.estimate``, 3 ms
 for any size) is clearly under it. Either is judged when its exact count is
 done, for alerts and the row. Only a request near a line waits for its
-count. Which model: every ``"model": "..."`` in the body is a candidate (a
-tool result may hold some too) and the smallest window among them counts; a
-body that names none waits for its parse to say.
+count. Which model: every ``"model": "..."`` in the body (at its ends, for
+a body over 384 KB) is a candidate (a tool result may hold some too) and the
+smallest window among them counts; a body that names none waits for its
+parse to say.
 A refused request gets a 400 in its provider's error format and never reaches
 the provider. Responses teach the guard: reported usage calibrates the local
 estimate per model, and an overflow error that states a window is learned.
@@ -49,20 +50,30 @@ logger = logging.getLogger(__name__)
 REFUSED_HEADER = "X-Kimi-Proxy"
 _MODEL = re.compile(rb'"model"\s*:\s*"([^"\\]{1,200})"')
 MAX_CANDIDATES = 64
+HEAD, TAIL = 128 * 1024, 256 * 1024  # the ends of a body searched for its top-level keys
 _MAX_OUTPUT = re.compile(rb'"max_(?:tokens|completion_tokens|output_tokens)"\s*:\s*(\d{1,12})')
 # The dialects whose providers refuse a prompt plus requested output over the window;
 # Gemini and the Responses API cap the output instead.
 OUTPUT_COUNTS = (OPENAI_CHAT, ANTHROPIC)
 
 
+def _ends(raw: bytes) -> list[bytes]:
+    """Where a big body's top-level keys are: before and after its history (``HEAD`` and ``TAIL`` bytes)."""
+    if len(raw) <= HEAD + TAIL:
+        return [raw]
+    return [raw[:HEAD], raw[-TAIL:]]
+
+
 def requested_output(raw: bytes) -> int:
     """The most output tokens the body asks for (``max_tokens`` and its kin), read cheaply; 0 if none."""
-    most, at = 0, raw.find(b'"max_')
-    while at >= 0:
-        m = _MAX_OUTPUT.match(raw, at)
-        if m is not None:
-            most = max(most, int(m.group(1)))
-        at = raw.find(b'"max_', at + 5)
+    most = 0
+    for part in _ends(raw):
+        at = part.find(b'"max_')
+        while at >= 0:
+            m = _MAX_OUTPUT.match(part, at)
+            if m is not None:
+                most = max(most, int(m.group(1)))
+            at = part.find(b'"max_', at + 5)
     return most
 
 
@@ -70,18 +81,24 @@ def candidate_models(raw: bytes, route: Route | None) -> list[str]:
     """The models a request may name, read cheaply before the body is parsed.
 
     A model in the path (Gemini, Vertex AI, Bedrock) is the one. Otherwise
-    SDKs write ``model`` after ``messages``, so the whole body is searched;
-    the top-level key is among the matches unless it is written with escapes.
+    SDKs write ``model`` before or after the history: a big body is searched
+    at both ends first (every agent puts it there; the history in between is
+    most of a long conversation's bytes), then, if need be, whole. The
+    top-level key is among the matches unless it is written with escapes.
     Empty when the body names none (or too many to be cheap).
     """
     if route is not None and route.model:
         return [route.model]
-    found = []
-    for m in _MODEL.finditer(raw):
-        found.append(m.group(1).decode("utf-8", "replace"))
-        if len(found) > MAX_CANDIDATES:
-            return []
-    return found
+    for parts in (_ends(raw), [raw]):
+        found = []
+        for part in parts:
+            for m in _MODEL.finditer(part):
+                found.append(m.group(1).decode("utf-8", "replace"))
+                if len(found) > MAX_CANDIDATES:
+                    return []
+        if found or len(parts) == 1:
+            return found
+    return []
 
 
 class KimiGuard:
