@@ -56,6 +56,7 @@ class Harness:
         call = self.kimi.call(flow)
         if call is not None and call.analysis is not None:
             await asyncio.wait([call.analysis])  # the row and comment follow the analysis
+        for _ in range(3):  # and the bookkeeping done after the response is sent
             await asyncio.sleep(0)
         return flow
 

@@ -198,5 +198,11 @@ class KimiContext:
             self.store.submit(AlertRecord(now_iso(), call.session.id if call.session else None, flow.id,
                                           round(level, 4), kind, message))
 
+    @staticmethod
+    def after_send(fn: Callable[[], None]) -> None:
+        """Run ``fn`` once the hook that calls this has returned: in a response hook, after
+        mitmproxy has sent the response on (bookkeeping is not worth a millisecond of the client's)."""
+        asyncio.get_running_loop().call_soon(fn)
+
     def call(self, flow: Any) -> LLMCall | None:
         return self.calls.get(flow) if isinstance(flow, http.HTTPFlow) else None

@@ -51,7 +51,8 @@ class KimiConversations:
     def response(self, flow: http.HTTPFlow) -> None:
         call = self.kimi.call(flow)
         if call is not None and call.conversation is not None and call.reply is not None:
-            self.kimi.conversations.answered(call.conversation, call.reply.tool_calls, call.reply.id)
+            reply, conversation = call.reply, call.conversation
+            self.kimi.after_send(lambda: self.kimi.conversations.answered(conversation, reply.tool_calls, reply.id))
 
     def _place(self, flow: http.HTTPFlow, call: LLMCall) -> None:
         result = call.original or call.result()  # the history as the client sent it, before any compaction

@@ -294,7 +294,7 @@ class KimiGuard:
         if reply.error and is_overflow(reply.error):
             self._overflow(flow, call, reply.error)
         elif reply.usage.prompt_tokens:
-            call.when_analysed(lambda: self._calibrate(call, reply.usage.prompt_tokens))
+            self.kimi.after_send(lambda: call.when_analysed(lambda: self._calibrate(call, reply.usage.prompt_tokens)))
 
     def _calibrate(self, call: LLMCall, reported: int) -> None:
         result = call.result()

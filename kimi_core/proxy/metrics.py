@@ -57,7 +57,7 @@ class KimiMetrics:
         self._stop()
 
     def response(self, flow: http.HTTPFlow) -> None:
-        self._count(flow)
+        self.kimi.after_send(lambda: self._count(flow))
 
     def error(self, flow: http.HTTPFlow) -> None:
         self._count(flow)

@@ -163,7 +163,7 @@ class KimiRecorder:
         logger.info("kimi: recording LLM calls to %s", store.path)
 
     def response(self, flow: http.HTTPFlow) -> None:
-        self._record(flow)
+        self.kimi.after_send(lambda: self._record(flow))
 
     def request(self, flow: http.HTTPFlow) -> None:
         if self.kimi.call(flow) is not None:
