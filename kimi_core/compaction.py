@@ -96,11 +96,13 @@ def clean(text: str) -> str:
             return json.dumps(json.loads(stripped), ensure_ascii=False, separators=(",", ":"))
         except (ValueError, RecursionError):
             pass
-    text = _ANSI.sub("", text).replace("\r\n", "\n")
+    if "\x1b" in text:
+        text = _ANSI.sub("", text)
+    text = text.replace("\r\n", "\n")
     # A carriage return redraws the line: keep what the terminal showed last.
     lines = [line.rsplit("\r", 1)[-1].rstrip() for line in text.split("\n")]
     text = "\n".join(collapse_runs(lines))
-    return _BLANKS.sub("\n\n", text).strip("\n")
+    return (_BLANKS.sub("\n\n", text) if "\n\n\n" in text else text).strip("\n")
 
 
 # What a question is made of: names (identifiers, dotted and dashed ones, paths, versions such as
@@ -298,17 +300,21 @@ def compact(text: str, budget: int, query: Query | str, count: Callable[[str], i
             digest: str | None = None, original: int | None = None) -> Compacted:
     """``text`` within ``budget`` tokens (at least ``MIN_BUDGET``); deterministic for the same inputs.
 
-    ``original``: the text's token count, when the caller knows it. Counted
-    exactly: the original (once) and what is kept; the cleaned text only when
-    it may fit, else estimated from a sample, as are lines (from the tokens
-    per character: counting 40,000 lines one by one costs seconds). The result
-    is trimmed until it really fits.
+    ``original``: the text's token count, when the caller knows it; else it
+    is counted, or estimated from a sample when over ``ESTIMATED_OVER``
+    budgets (then it decides nothing; counting 400,000 tokens takes 0.2 s).
+    What is kept is counted exactly; the cleaned text only when it may fit,
+    else estimated, as are lines (from the tokens per character: counting
+    40,000 lines one by one costs seconds). The result is trimmed until it
+    really fits.
     """
     budget = max(budget, MIN_BUDGET)  # a marker alone takes about 40 tokens
     digest = digest or sha256(text)  # the caller's, when it has hashed the text already
     cleaned = clean(text)
-    if original is None:
-        original = count(text)
+    if original is None:  # far over the budget, the original's size is only reported: estimated
+        original = sampled(text, count)
+        if original <= budget * ESTIMATED_OVER:
+            original = count(text)
     if cleaned == text:
         cleaned_tokens = original
     else:
@@ -393,6 +399,7 @@ MAX_LINE = 2000  # characters
 JSON_LINE = 200  # a JSON value this long or shorter stays on one line
 MARKER_TOKENS = 40
 MIN_BUDGET = 100
+ESTIMATED_OVER = 4  # an original over this many budgets is estimated from a sample, not counted
 
 
 def _assemble(lines: list[str], pieces: list[Chunk], kept: list[int], digest: str,
@@ -425,7 +432,7 @@ def _gist(lines: list[str], start: int, end: int) -> str:
         return ""
     found = []
     for kind, pattern in _KINDS:
-        n = sum(1 for line in gap.split("\n") if pattern.search(line))
+        n = len({gap.rfind("\n", 0, m.start()) for m in pattern.finditer(gap)})  # lines, by where they start
         if n:
             found.append(f"{n:,} with {kind}s" if n > 1 else f"1 with a{'n' if kind[0] == 'e' else ''} {kind}")
     return ", ".join(found)
@@ -471,6 +478,9 @@ class Compactor:
                 return found
         with self._lock:
             original = self._counts.get((digest, encoding))
+            if original is None:
+                original = self._sizes.get((hashlib.blake2b(text.encode("utf-8", "surrogatepass"),
+                                                            digest_size=16).digest(), encoding))
         result = compact(text, budget, query, tokens.counter_for(encoding), digest, original)
         with self._lock:
             self._counts[(digest, encoding)] = result.original_tokens  # other budgets: counted once

@@ -30,6 +30,7 @@ from typing import Any
 from kimi_core.compaction import Compacted, Compactor, Query
 from kimi_core.dialects.base import LLMRequest, ToolResult
 from kimi_core.jsonspans import Parsed, Span, elements, locate
+from kimi_core.tokens import estimate_text
 
 TEXT_BLOCKS = ("text", "input_text", "output_text")
 KEEP_RECENT = 3  # tool results a rescue leaves intact, the most recent ones (as Anthropic's context editing)
@@ -228,8 +229,11 @@ class Plan:
         # Its message's count, if known, bounds it (all its results, framing included); else counted once
         # by content (a result is resent every turn).
         at = self.found[n].message
-        if 0 <= at < len(self.per_message) and self.per_message[at] <= budget or \
-                self.compactor.count(content, self.encoding) <= budget:
+        if 0 <= at < len(self.per_message):
+            if self.per_message[at] <= budget:
+                return None
+        elif estimate_text(content, self.encoding) <= 2 * budget and self.compactor.count(content, self.encoding) \
+                <= budget:  # not far over by a quick estimate: counted, once
             return None
         p = self.piece(n)
         # Tokens never outnumber UTF-8 bytes: smaller texts fit without counting.

@@ -21,6 +21,7 @@ from collections.abc import Coroutine
 
 from mitmproxy import ctx, exceptions, http
 
+from kimi_core import tokens
 from kimi_core.analysis import Analysis, analyse
 from kimi_core.compaction import MIN_BUDGET
 from kimi_core.providers import Route
@@ -69,12 +70,19 @@ def rescue_budget(budget: int) -> int:
 
 def _rewrite(kimi: KimiContext, analysis: Analysis, path: str, max_bytes: int, budget: int,
              need: int) -> tuple[Analysis, Rewritten] | None:
-    """In the analysis thread: compact, splice, analyse the new body. ``need``: tokens to save by rescue."""
-    if (analysis.text is None or analysis.parsed is None or analysis.request is None or analysis.count is None
+    """In a worker thread: compact, splice, analyse the new body. ``need``: tokens to save by rescue.
+
+    ``analysis`` may not be counted yet (its count runs meanwhile in the other thread): then its
+    results are counted one by one, and the encoding is the model's.
+    """
+    if (analysis.text is None or analysis.parsed is None or analysis.request is None
             or analysis.dialect is None or not isinstance(analysis.body, dict)):
         return None
-    plan = Plan(analysis.text, analysis.parsed, analysis.body, analysis.request, kimi.compactor,
-                analysis.count.encoding, analysis.count.per_message)
+    counted = analysis.count
+    encoding = counted.encoding if counted is not None else tokens.encoding(
+        tokens.wanted_encoding(analysis.request.model)[0])[1]
+    plan = Plan(analysis.text, analysis.parsed, analysis.body, analysis.request, kimi.compactor, encoding,
+                counted.per_message if counted is not None else ())
     plan.over_budget(budget)
     if need > 0:
         plan.rescue(need, rescue_budget(budget))
@@ -90,16 +98,22 @@ def _rewrite(kimi: KimiContext, analysis: Analysis, path: str, max_bytes: int, b
     return new, rewritten
 
 
-async def rewrite(kimi: KimiContext, flow: http.HTTPFlow, call: LLMCall, need: int = 0) -> tuple[Analysis, Rewritten] | None:
+async def rewrite(kimi: KimiContext, flow: http.HTTPFlow, call: LLMCall, need: int = 0,
+                  source: Analysis | None = None) -> tuple[Analysis, Rewritten] | None:
     """The request compacted, from the body the client sent: results over budget, and
-    older ones until ``need`` more tokens are saved. Not applied yet: see ``apply``."""
-    source = call.original or call.result()
+    older ones until ``need`` more tokens are saved. Not applied yet: see ``apply``.
+
+    ``source``: the body's analysis, when it is parsed but not counted yet (the
+    compaction then runs in the parse thread, beside the count).
+    """
+    source = call.original or call.result() or source
     budget = ctx.options.kimi_tool_budget
     if source is None or budget <= 0:
         return None
     job = functools.partial(_rewrite, kimi, source, flow.request.path, ctx.options.kimi_max_body_mb * 1024 * 1024,
                             budget, need)
-    future = asyncio.get_running_loop().run_in_executor(kimi.analyser, job)
+    worker = kimi.analyser if source.count is not None else kimi.parser
+    future = asyncio.get_running_loop().run_in_executor(worker, job)
     if not await call.settled(future):
         return None
     try:
@@ -110,21 +124,28 @@ async def rewrite(kimi: KimiContext, flow: http.HTTPFlow, call: LLMCall, need: i
         return None
 
 
-def apply(kimi: KimiContext, flow: http.HTTPFlow, call: LLMCall, new: Analysis, rewritten: Rewritten) -> None:
-    """Send the compacted body on, and keep the originals."""
+def apply(kimi: KimiContext, flow: http.HTTPFlow, call: LLMCall, new: Analysis, rewritten: Rewritten,
+          source: Analysis | None = None) -> None:
+    """Send the compacted body on, and keep the originals. ``source``: the analysis compacted from
+    (counted in place, if its count is still running)."""
     if call.original is None:
-        call.original = call.result()
+        call.original = call.result() or source
     flow.request.content = new.wire(rewritten.text)  # re-encoded if the client compressed it
     call.replace_analysis(new)
     call.compaction = rewritten
     call.action = "compacted"
-    before = call.original.count.tokens if call.original and call.original.count else 0
-    after = new.count.tokens if new.count else 0
     names = ", ".join(f"{d.name or 'tool'} {d.compacted.original_tokens:,} → {d.compacted.kept_tokens:,}"
                       for d in rewritten.done)
-    logger.info("kimi: %s: compacted %d tool result(s) (%s); prompt %s → %s tokens; originals: kimi-proxy "
-                "restore %s", call.provider, len(rewritten.done), names, f"{before:,}", f"{after:,}",
-                " ".join(d.compacted.sha256[:12] for d in rewritten.done))
+    original = call.original
+
+    def log() -> None:  # once the original is counted too
+        before = original.count.tokens if original is not None and original.count else None
+        after = new.count.tokens if new.count else 0
+        logger.info("kimi: %s: compacted %d tool result(s) (%s); prompt %s → %s tokens; originals: kimi-proxy "
+                    "restore %s", call.provider, len(rewritten.done), names,
+                    f"{before:,}" if before is not None else "?", f"{after:,}",
+                    " ".join(d.compacted.sha256[:12] for d in rewritten.done))
+    call.when_analysed(log)
     if kimi.store is not None:
         for d in rewritten.done:
             kimi.store.submit(ArchiveRecord(d.original, d.compacted.original_tokens, d.compacted.kept_tokens,
@@ -175,8 +196,7 @@ class KimiCompactor:
         parsed = call.parsed.result()
         if parsed is None or not await asyncio.to_thread(oversized, parsed, budget, self._estimates):
             return
-        if not await call.settled(call.analysis):  # a failure is the meter's to report: then nothing to compact
-            return
-        done = await rewrite(self.kimi, flow, call)
+        # Not waiting for the count: the compaction runs beside it, in the parse thread.
+        done = await rewrite(self.kimi, flow, call, source=parsed)
         if done is not None:
-            apply(self.kimi, flow, call, *done)
+            apply(self.kimi, flow, call, *done, source=parsed)

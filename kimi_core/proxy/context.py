@@ -152,9 +152,22 @@ class LLMCall:
         self.watcher = None
 
     def replace_analysis(self, analysis: Analysis) -> None:
-        """The body was rewritten: from now on, its analysis is ``analysis``."""
+        """The body was rewritten: from now on, its analysis is ``analysis``.
+
+        It counts as done once the analysis it replaces is (the original's count, which the row
+        reports, may still be running: compaction does not wait for it).
+        """
         future: asyncio.Future[Analysis] = asyncio.get_running_loop().create_future()
-        future.set_result(analysis)
+        before = self.analysis
+
+        def settle(_: object = None) -> None:
+            if not future.done():
+                future.set_result(analysis)
+
+        if before is None or before.done():
+            settle()
+        else:
+            before.add_done_callback(settle)
         self.analysis = future
 
     def result(self) -> Analysis | None:
