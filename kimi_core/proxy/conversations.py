@@ -32,7 +32,7 @@ def title(text: str) -> str:
     text = text[:4000]
     while (m := _WRAPPED.match(text)) is not None and m.end() < len(text):
         text = text[m.end():]
-    words = " ".join(redact_text(text).split())
+    words = " ".join(redact_text(text[:1000]).split())  # a title is 80 characters: no need to redact 4,000
     return printable(words, newlines=False)[:TITLE]
 
 
