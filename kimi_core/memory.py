@@ -324,10 +324,24 @@ def extract(text: str) -> list[Memory]:
     return read(text)[2]
 
 
-def lower_priority() -> None:
-    """The reader process's start: it takes only the CPU the proxy leaves."""
+def serve(read_fd: int, write_fd: int) -> None:
+    """The reader process (``proxy.memory.Reader``): at a lower priority, answer ``(fn, arg)`` with
+    ``(True, fn(arg))`` or ``(False, exception)`` until the pipe closes."""
+    import multiprocessing.connection
     if hasattr(os, "nice"):
         os.nice(10)
+    ask = multiprocessing.connection.Connection(read_fd, writable=False)
+    answer = multiprocessing.connection.Connection(write_fd, readable=False)
+    while True:
+        try:
+            fn, arg = ask.recv()
+        except (EOFError, OSError, KeyboardInterrupt):
+            return
+        try:
+            reply = (True, fn(arg))
+        except Exception as e:  # noqa: BLE001 -- the proxy decides what a failure means
+            reply = (False, e)
+        answer.send(reply)
 
 
 def read_all(texts: list[str]) -> list[tuple[str, bool, list[Memory], float]]:

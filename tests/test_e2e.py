@@ -206,9 +206,11 @@ def test_a_5mb_body_is_forwarded_and_counted(proxy, fake):
 
 
 def test_credentials_never_reach_the_database_or_the_log(proxy):
-    openai_client(proxy).chat.completions.create(model=marker(), messages=[{"role": "user", "content": "hi"}])
-    anthropic_client(proxy).messages.create(model=marker(), max_tokens=5, messages=[{"role": "user", "content": "x"}])
-    time.sleep(1.0)
+    tags = marker(), marker()
+    openai_client(proxy).chat.completions.create(model=tags[0], messages=[{"role": "user", "content": "hi"}])
+    anthropic_client(proxy).messages.create(model=tags[1], max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    for tag in tags:  # written (with their headers and bodies) before looking
+        assert wait_rows(proxy.db, "model = ?", (tag,))
     stored = b"".join(p.read_bytes() for p in proxy.db.parent.glob("kimi.db*"))
     for secret in (OPENAI_KEY, ANTHROPIC_KEY, GEMINI_KEY):
         assert secret.encode() not in stored

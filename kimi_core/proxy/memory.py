@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import hashlib
 import logging
-import multiprocessing
-import multiprocessing.pool
+import multiprocessing.connection
 import os
+import subprocess
 import sys
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -56,26 +56,6 @@ class Job:
     text: str
 
 
-@contextlib.contextmanager
-def _light_child() -> Iterator[None]:
-    """A process spawned meanwhile does not run the proxy's main script first.
-
-    ``multiprocessing`` re-imports the parent's ``__main__`` in a spawned child
-    (here the ``mitmdump`` script: all of mitmproxy, 60 MB) unless it has no
-    ``__file__``; the reader needs only ``kimi_core.memory``.
-    """
-    main = sys.modules.get("__main__")
-    path = getattr(main, "__file__", None)
-    if main is None or path is None or getattr(main, "__spec__", None) is not None:
-        yield
-        return
-    del main.__file__
-    try:
-        yield
-    finally:
-        main.__file__ = path
-
-
 class Abandoned(Exception):
     """The reader took longer than its budget: its process was stopped, the batch dropped."""
 
@@ -89,62 +69,95 @@ class Reader:
     a thread, a process can be stopped in the middle of its work: a batch
     that takes longer than ``budget`` seconds (a reading gone pathological)
     is given up and the process replaced, and closing never waits for one.
-    The process starts with the first batch.
+
+    The process is a plain ``python`` running ``kimi_core.memory.serve`` on a
+    pipe (18 MB): ``multiprocessing``'s spawn would load the proxy's main
+    script (all of mitmproxy) and start a resource tracker process besides.
+    It starts with the first batch; batches go one at a time.
     """
 
     def __init__(self, budget: float = READ_BUDGET) -> None:
         self.budget = budget
-        self._pool: multiprocessing.pool.Pool | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._conn: _Pipe | None = None
+        self._lock = asyncio.Lock()
         self._thread: concurrent.futures.ThreadPoolExecutor | None = None  # where processes cannot start
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
 
     async def run(self, fn: Callable[[Any], Any], arg: Any) -> Any:
         """``fn(arg)`` in the reader; raises ``Abandoned`` past the budget."""
-        loop = asyncio.get_running_loop()
-        if self._pool is None and self._thread is None:
-            try:
-                with _light_child():
-                    self._pool = multiprocessing.get_context("spawn").Pool(1, initializer=memory.lower_priority)
-            except (OSError, ValueError, NotImplementedError) as e:
-                logger.warning("kimi: cannot start the memory reader process (%s); reading in a thread", e)
-                self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kimi-memory")
-            else:  # a new process starts slowly on a busy machine (and at a low priority): not the batch's time
-                await self._call(abs, 0, START_SECONDS)
-        if self._thread is not None:  # a thread cannot be stopped: no budget there
-            return await loop.run_in_executor(self._thread, fn, arg)
-        return await self._call(fn, arg, self.budget)
+        async with self._lock:
+            if self._process is None and self._thread is None:
+                try:
+                    await asyncio.to_thread(self._start)
+                except OSError as e:
+                    logger.warning("kimi: cannot start the memory reader process (%s); reading in a thread", e)
+                    self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kimi-memory")
+                else:  # a new process starts slowly on a busy machine (and at a low priority): not the batch's time
+                    await self._call(abs, 0, START_SECONDS)
+            if self._thread is not None:  # a thread cannot be stopped: no budget there
+                return await asyncio.get_running_loop().run_in_executor(self._thread, fn, arg)
+            return await self._call(fn, arg, self.budget)
+
+    def _start(self) -> None:
+        read_end, to_child = os.pipe()
+        from_child, write_end = os.pipe()
+        root = str(Path(memory.__file__).resolve().parents[1])  # kimi_core's parent: a checkout or site-packages
+        code = (f"import sys; sys.path.insert(0, {root!r}); from kimi_core.memory import serve; "
+                f"serve({read_end}, {write_end})")
+        try:
+            self._process = subprocess.Popen([sys.executable, "-I", "-c", code], pass_fds=(read_end, write_end),
+                                             stdin=subprocess.DEVNULL, close_fds=True)
+        finally:
+            os.close(read_end)
+            os.close(write_end)
+        self._conn = _Pipe(from_child, to_child)
 
     async def _call(self, fn: Callable[[Any], Any], arg: Any, seconds: float) -> Any:
-        loop = asyncio.get_running_loop()
-        assert self._pool is not None
-        future = loop.create_future()
-
-        def settle(how: Callable[[Any], None], value: Any) -> None:
-            if not future.done():
-                how(value)
-
-        def back(how: Callable[[Any], None]) -> Callable[[Any], None]:
-            def callback(value: Any) -> None:  # in the pool's result thread
-                try:
-                    loop.call_soon_threadsafe(settle, how, value)
-                except RuntimeError:  # the loop is closed: nobody is waiting any more
-                    pass
-            return callback
-
-        self._pool.apply_async(fn, (arg,), callback=back(future.set_result), error_callback=back(future.set_exception))
+        conn = self._conn
+        assert conn is not None
+        ask = asyncio.to_thread(conn.ask, (fn, arg), seconds)
         try:
-            return await asyncio.wait_for(future, seconds)
-        except TimeoutError:
+            ok, value = await ask
+        except (TimeoutError, EOFError, OSError):
             await asyncio.to_thread(self.close)  # the next batch starts a new process
             raise Abandoned from None
+        if not ok:
+            raise value
+        return value
 
     def close(self) -> None:
         """Stop the process now, whatever it is doing."""
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.terminate()
-            pool.join()
+        process, self._process = self._process, None
+        conn, self._conn = self._conn, None
+        if process is not None:
+            process.kill()
+            process.wait()
+        if conn is not None:
+            conn.close()
         if self._thread is not None:
             self._thread.shutdown(wait=False, cancel_futures=True)
+
+
+class _Pipe:
+    """Pickled messages to and from the reader process (``multiprocessing.connection``'s framing)."""
+
+    def __init__(self, read_fd: int, write_fd: int) -> None:
+        self._in = multiprocessing.connection.Connection(read_fd, writable=False)
+        self._out = multiprocessing.connection.Connection(write_fd, readable=False)
+
+    def ask(self, message: Any, seconds: float) -> Any:
+        self._out.send(message)
+        if not self._in.poll(seconds):
+            raise TimeoutError
+        return self._in.recv()
+
+    def close(self) -> None:
+        self._in.close()
+        self._out.close()
 
 
 class KimiMemory:
