@@ -107,9 +107,11 @@ class Recent:
                 or analysis.count is None or len(text) > self._max_chars // 2):
             return
         prefix = text[:parsed.end_of_items]
+        # Kept with the prefix as its text: what resuming reads, without holding the body twice.
+        entry = dataclasses.replace(analysis, text=prefix, raw=None)
         with self._lock:
             kept = [(p, a) for p, a in self._recent if a.seq != analysis.prior_seq]
-            kept.append((prefix, analysis))
+            kept.append((prefix, entry))
             total = 0
             for i in range(len(kept) - 1, -1, -1):  # newest first, within the budgets
                 total += len(kept[i][1].text or "")
