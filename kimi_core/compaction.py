@@ -422,20 +422,31 @@ def _assemble(lines: list[str], pieces: list[Chunk], kept: list[int], digest: st
 
 # What a gap's marker counts among the lines it stands for.
 _KINDS = (("error", re.compile(r"error|exception|traceback|fatal|panic|critical")),
-          ("failure", re.compile(r"fail")), ("warning", re.compile(r"warn")))
+          ("fail", re.compile(r"fail")), ("warn", re.compile(r"warn")))
+
+
+_DEFINED = re.compile(r"^[ \t]*(?:(?:pub(?:\([\w:]+\))?|export|async|static|public|private)\s+)*"
+                      r"(?:def|class|function|func|fn|interface|struct|enum|trait)\s+([A-Za-z_$][\w$]*)", re.MULTILINE)
+GIST_NAMES = 6
 
 
 def _gist(lines: list[str], start: int, end: int) -> str:
-    """``"12 with errors, 3 with warnings"`` for the lines left out, or ""."""
-    gap = "\n".join(lines[start:end]).lower()
-    if not _SALIENT.search(gap):
-        return ""
-    found = []
-    for kind, pattern in _KINDS:
-        n = len({gap.rfind("\n", 0, m.start()) for m in pattern.finditer(gap)})  # lines, by where they start
-        if n:
-            found.append(f"{n:,} with {kind}s" if n > 1 else f"1 with a{'n' if kind[0] == 'e' else ''} {kind}")
-    return ", ".join(found)
+    """What the lines left out hold: ``"error in 12 lines, warn in 3; defines parse, Reader and 4 more"``."""
+    text = "\n".join(lines[start:end])
+    gap = text.lower()
+    found, salient = [], []
+    if _SALIENT.search(gap):
+        for kind, pattern in _KINDS:
+            n = len({gap.rfind("\n", 0, m.start()) for m in pattern.finditer(gap)})  # lines, by where they start
+            if n:
+                salient.append(f"{kind} in {n:,} line{'s' if n > 1 else ''}")
+    if salient:
+        found.append(", ".join(salient))
+    names = list(dict.fromkeys(m.group(1) for m in _DEFINED.finditer(text)))
+    if names:
+        more = f" and {len(names) - GIST_NAMES} more" if len(names) > GIST_NAMES else ""
+        found.append(f"defines {', '.join(names[:GIST_NAMES])}{more}")
+    return "; ".join(found)
 
 
 class Compactor:

@@ -85,15 +85,15 @@ def descendants(pid: int) -> list[int]:
 
 
 def db_state(db: Path) -> tuple[int, int]:
-    """Request rows and bytes of the database, as a reader sees it (the write-ahead log included)."""
+    """Request rows, and bytes of stored bodies (compressed), as a reader sees them."""
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
         rows = c.execute("SELECT count(*) FROM requests").fetchone()[0]
-        pages = c.execute("PRAGMA page_count").fetchone()[0] * c.execute("PRAGMA page_size").fetchone()[0]
-    return rows, pages
+        stored = c.execute("SELECT coalesce(sum(length(data)), 0) FROM blobs").fetchone()[0]
+    return rows, stored
 
 
 def settled_db(db: Path, rows: int, timeout: float = 120) -> int:
-    """The database's bytes once it holds ``rows`` request rows (the writer is asynchronous)."""
+    """The stored bytes once the database holds ``rows`` request rows (the writer is asynchronous)."""
     deadline = time.monotonic() + timeout
     while True:
         n, size = db_state(db)
@@ -321,7 +321,7 @@ def main() -> None:
     first, second = growth["kimi"]
     print(f"\nreplay: added ms per turn, turns {step + 1}-{2 * step}: {added[1]:+.2f}, last {step}: {added[-1]:+.2f} "
           f"(ratio {added[-1] / added[1] if added[1] > 0 else float('nan'):.2f})")
-    print(f"kimi database growth over the replay: first half {first / 1e6:.2f} MB, second half {second / 1e6:.2f} MB "
+    print(f"kimi's stored bodies over the replay: first half {first / 1e6:.2f} MB, second half {second / 1e6:.2f} MB "
           f"(ratio {second / first if first else float('nan'):.2f}); database: {work / 'kimi' / 'kimi.db'}")
     print(f"child processes still running 5 s after the proxies stopped: {len(left)}")
 

@@ -82,7 +82,18 @@ def test_a_gap_marker_says_how_many_error_and_warning_lines_it_stands_for():
         lines[i] = f"ERROR step {i} failed to connect"
     lines[2000] = "WARNING disk almost full"
     out = compact("\n".join(lines), 300, "what went wrong?", count)
-    assert re.search(r"left out \d+ lines \(about [\d,]+ tokens; \d+ with errors, \d+ with failures", out.text)
+    assert re.search(r"left out \d+ lines \(about [\d,]+ tokens; error in \d+ lines, fail in \d+ lines(, warn in 1 line)?\)",
+                     out.text)
+
+
+def test_a_gap_marker_in_source_code_names_what_the_left_out_lines_define():
+    lines = []
+    for i in range(400):
+        lines += [f"def handler_{i}(request):", f"    return respond(request, {i})", ""]
+    out = compact("\n".join(lines), 300, "what does handler_200 do?", count)
+    assert "def handler_200(request):" in out.text
+    assert re.search(r"defines handler_\d+, handler_\d+, handler_\d+, handler_\d+, handler_\d+, handler_\d+ "
+                     r"and \d+ more\)", out.text)
 
 
 def listing(n):
