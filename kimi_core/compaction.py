@@ -463,8 +463,23 @@ class Compactor:
             maxsize=max_chars, ttl=ttl, getsizeof=lambda c: len(c.text) + 200)
         self._counts: cachetools.LRUCache = cachetools.LRUCache(maxsize=10_000)  # original tokens by text
         self._sizes: cachetools.LRUCache = cachetools.LRUCache(maxsize=10_000)  # the same, for ``count``
+        # Tokens of tool results by where they sit in a history item and the item's digest (the
+        # parse gives those for free): a result resent every turn is looked at once.
+        self._results: cachetools.LRUCache = cachetools.LRUCache(maxsize=50_000)
         self._lock = threading.Lock()
         self.hits = 0
+
+    def known(self, key: tuple | None) -> int | None:
+        """The tokens of the tool result known by ``key`` (``toolresults.Plan.key``), if counted before."""
+        if key is None:
+            return None
+        with self._lock:
+            return self._results.get(key)
+
+    def remember(self, key: tuple | None, tokens_: int) -> None:
+        if key is not None:
+            with self._lock:
+                self._results[key] = tokens_
 
     def count(self, text: str, encoding: str) -> int:
         """``text``'s tokens, remembered by content: a result resent every turn is counted once."""

@@ -204,10 +204,14 @@ class Plan:
     """
 
     def __init__(self, text: str, parsed: Parsed, body: dict[str, Any], request: LLMRequest,
-                 compactor: Compactor, encoding: str, per_message: tuple[int, ...] = ()) -> None:
-        """``per_message``: each message's tokens, when the request was counted (``Count.per_message``)."""
+                 compactor: Compactor, encoding: str, per_message: tuple[int, ...] = (),
+                 digests: list[bytes] | None = None) -> None:
+        """``per_message``: each message's tokens, when the request was counted (``Count.per_message``);
+        ``digests``: its history items' (``Analysis.digests``), which key what is known of each result."""
         self.text, self.parsed, self.body = text, parsed, body
         self.per_message = per_message
+        self.digests = digests or []
+        self.request = request
         self.found = find(request)
         self.compactor = compactor
         self.encoding = encoding
@@ -224,16 +228,19 @@ class Plan:
         content = self.found[n].result.content
         if len(content) * 4 <= budget:  # fits whatever it says: skip finding it
             return None
-        if len(content.encode("utf-8", "surrogatepass")) <= budget:
-            return None
-        # Its message's count, if known, bounds it (all its results, framing included); else counted once
-        # by content (a result is resent every turn).
+        # Its tokens if known from an earlier turn; else its message's count bounds it (all its results,
+        # framing included); else it is counted, once, unless far over by a quick estimate.
+        key = self.key(n)
+        known = self.compactor.known(key)
         at = self.found[n].message
-        if 0 <= at < len(self.per_message):
-            if self.per_message[at] <= budget:
-                return None
-        elif estimate_text(content, self.encoding) <= 2 * budget and self.compactor.count(content, self.encoding) \
-                <= budget:  # not far over by a quick estimate: counted, once
+        if known is None and 0 <= at < len(self.per_message) and self.per_message[at] <= budget:
+            self.compactor.remember(key, self.per_message[at])  # at most that: enough to know it fits
+            return None
+        if known is None and not 0 <= at < len(self.per_message) \
+                and estimate_text(content, self.encoding) <= 2 * budget:
+            known = self.compactor.count(content, self.encoding)
+            self.compactor.remember(key, known)
+        if known is not None and known <= budget:
             return None
         p = self.piece(n)
         # Tokens never outnumber UTF-8 bytes: smaller texts fit without counting.
@@ -241,6 +248,14 @@ class Plan:
             return None
         result = self.compactor.compact(p.text, max(1, budget - p.reserve), self.found[n].query, self.encoding)
         return result if result.original_tokens > budget - p.reserve else None
+
+    def key(self, n: int) -> tuple | None:
+        """What result ``n`` is known by across turns: its history item's digest, where it sits in it."""
+        at = self.found[n].message
+        index = self.request.messages[at].index if 0 <= at < len(self.request.messages) else -1
+        if not 0 <= index < len(self.digests):
+            return None
+        return self.digests[index], self.found[n].result.locator[2:], self.encoding
 
     def over_budget(self, budget: int) -> None:
         """Compact every result larger than ``budget``."""

@@ -451,8 +451,9 @@ def test_a_request_the_estimate_let_through_but_the_count_would_refuse_is_alerte
     assert "(sent on before its count ended: not refused)" in caplog.text
 
 
-def test_a_tool_result_under_budget_by_estimate_is_not_held_for_the_count(harness):
-    """Over ``kimi_tool_budget`` in bytes, well under it by the sampled estimate: sent on at once."""
+def test_a_tool_result_under_budget_by_estimate_is_not_held_and_one_far_over_is_compacted_beside_the_count(harness):
+    """Over ``kimi_tool_budget`` in bytes, well under it by the sampled estimate: sent on at once. Far over
+    it: compacted while the body's count is still running (the row waits for that count)."""
     async def main():
         h = await harness()
         h.tctx.options.update(kimi_tool_budget=100_000)
@@ -463,18 +464,42 @@ def test_a_tool_result_under_budget_by_estimate_is_not_held_for_the_count(harnes
             flow, task = await send(250_000, tool_result=True)  # ~65,000 tokens
             await asyncio.wait([task], timeout=60)
             assert task.done() and not h.kimi.call(flow).analysis.done()
-            big, big_task = await send(600_000, tool_result=True)  # ~150,000 tokens: compacted
-            while (call := h.kimi.call(big)) is None or call.estimate is None or not call.estimate.done():
-                await asyncio.sleep(0.01)
-            for _ in range(20):
-                await asyncio.sleep(0)
-            assert not big_task.done()
+            big, big_task = await send(1_200_000, tool_result=True)  # ~300,000 tokens
+            await asyncio.wait([big_task], timeout=60)
+            call = h.kimi.call(big)
+            assert big_task.done() and call.action == "compacted" and not call.analysis.done()
+            assert len(big.request.content) < 800_000
         finally:
             release.set()
         await blocked
-        await asyncio.wait([big_task], timeout=120)
-        assert h.kimi.call(big).action == "compacted"
+        await asyncio.wait([h.kimi.call(big).analysis], timeout=120)
+        assert h.kimi.call(big).original.count.tokens > 250_000  # counted all the same, for the row
         await asyncio.wait([h.kimi.call(flow).analysis], timeout=120)
         assert h.kimi.call(flow).action == "passed"
         await h.tctx.master.addons.trigger_event(hooks.DoneHook())
     asyncio.run(main())
+
+
+def test_a_tool_result_near_the_budget_waits_for_the_count_and_one_known_from_a_turn_before_does_not():
+    from kimi_core.analysis import analyse
+    from kimi_core.compaction import Compactor
+    from kimi_core.proxy.compactor import NEAR, OVER, oversized
+    from kimi_core.tokens import TokenCounter
+
+    def request(n_bytes):
+        body = {"model": "gpt-4.1", "messages": [
+            {"role": "user", "content": "list the files"},
+            {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {
+                "name": "shell", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": words(n_bytes)}]}
+        return analyse(json.dumps(body).encode(), "", "openai-chat", "/v1/chat/completions", TokenCounter(), 1 << 26)
+
+    compactor = Compactor()
+    near, far, under = request(400_000), request(1_200_000), request(100_000)
+    assert oversized(near, 100_000, compactor) == NEAR  # ~100,000 tokens: the count decides
+    assert oversized(far, 100_000, compactor) == OVER
+    assert oversized(under, 100_000, compactor) == 0
+    exact = TokenCounter().count_text(near.request.messages[2].tool_results[0].content)
+    compactor.remember((near.digests[2], near.request.messages[2].tool_results[0].locator[2:], "cl100k_base"),
+                       exact)
+    assert oversized(near, 100_000, compactor) == (OVER if exact > 100_000 else 0)  # known: no estimate

@@ -1,9 +1,11 @@
 """Compact oversized tool results before the request leaves the machine.
 
 A request waits for its analysis only when it could hold a tool result over
-``kimi_tool_budget``: a body smaller than the budget in bytes, without a tool
-result, or under it by a quick estimate goes on at once; then the parse shows
-each result, and only one that may be over the budget waits for the count. The results over budget are compacted (``kimi_core.compaction``)
+``kimi_tool_budget``: a body smaller than the budget in bytes or without a
+tool result goes on at once; then the parse shows each result: one known
+from an earlier turn, or far from the budget by a quick estimate, decides at
+once; one near the budget waits for the count. Compaction runs beside the
+count when it need not wait for it. The results over budget are compacted (``kimi_core.compaction``)
 and spliced into the body in place (``kimi_core.toolresults``), in the
 analysis thread; the new body is analysed again so that the guard judges,
 and the row records, what is really sent. Originals go to the ``archives``
@@ -23,7 +25,7 @@ from mitmproxy import ctx, exceptions, http
 
 from kimi_core import tokens
 from kimi_core.analysis import Analysis, analyse
-from kimi_core.compaction import MIN_BUDGET
+from kimi_core.compaction import MIN_BUDGET, Compactor
 from kimi_core.providers import Route
 from kimi_core.proxy.context import KimiContext, LLMCall
 from kimi_core.store import ArchiveRecord
@@ -38,29 +40,51 @@ logger = logging.getLogger(__name__)
 _TOOL_RESULT = re.compile(rb'"(?:tool|tool_result|toolResult|functionResponse|function_response|[a-z_]*_output)"')
 
 
-def oversized(analysis: Analysis, budget: int, memo: OrderedDict[bytes, int] | None = None) -> bool:
-    """Could a tool result of this parsed request be over ``budget`` tokens? Tokens never outnumber
-    bytes; bigger ones are estimated from a sample (``tokens.estimate_text``), remembered in ``memo``
-    by the history item's digest (a history resends its results every turn)."""
+NEAR, OVER = 1, 2  # what ``oversized`` may say besides 0 (no result over the budget)
+
+
+def oversized(analysis: Analysis, budget: int, compactor: Compactor, memo: OrderedDict[bytes, int] | None = None
+              ) -> int:
+    """Could a tool result of this parsed request be over ``budget`` tokens? ``OVER``: one is (known
+    from an earlier turn, or over twice the budget by its estimate); ``NEAR``: one may be (within
+    the estimate's margin); 0: none. A result not counted before is estimated from a sample
+    (``tokens.estimate_text``), remembered in ``memo`` by its history item's digest."""
     request = analysis.request
     if request is None:
-        return False
+        return 0
     digests = analysis.digests or []
+    encoding = encoding_of(analysis)
+    found = 0
     for m in request.messages:
         for r in m.tool_results:
-            if len(r.content) <= budget // 4 or len(r.content.encode("utf-8", "surrogatepass")) <= budget:
+            if len(r.content) * 4 <= budget:  # tokens never outnumber UTF-8 bytes
                 continue
-            key = digests[m.index] if 0 <= m.index < len(digests) else None
-            estimate = memo.get(key) if memo is not None and key is not None else None
+            item = digests[m.index] if 0 <= m.index < len(digests) else None
+            known = compactor.known((item, r.locator[2:], encoding)) if item is not None else None
+            if known is not None:
+                if known > budget:
+                    return OVER
+                continue
+            estimate = memo.get(item) if memo is not None and item is not None else None
             if estimate is None:
                 estimate = estimate_text(r.content)
-                if memo is not None and key is not None:
-                    memo[key] = estimate
+                if memo is not None and item is not None:
+                    memo[item] = estimate
                     while len(memo) > 10_000:
                         memo.popitem(last=False)
+            if estimate > 2 * budget:
+                return OVER
             if estimate * ESTIMATE_MARGIN >= budget:
-                return True
-    return False
+                found = NEAR
+    return found
+
+
+def encoding_of(analysis: Analysis) -> str:
+    """The encoding the request is counted in (its count's, or its model's while it is being counted)."""
+    if analysis.count is not None:
+        return analysis.count.encoding
+    model = analysis.request.model if analysis.request is not None else None
+    return tokens.encoding(tokens.wanted_encoding(model)[0])[1]
 
 
 def rescue_budget(budget: int) -> int:
@@ -79,10 +103,8 @@ def _rewrite(kimi: KimiContext, analysis: Analysis, path: str, max_bytes: int, b
             or analysis.dialect is None or not isinstance(analysis.body, dict)):
         return None
     counted = analysis.count
-    encoding = counted.encoding if counted is not None else tokens.encoding(
-        tokens.wanted_encoding(analysis.request.model)[0])[1]
-    plan = Plan(analysis.text, analysis.parsed, analysis.body, analysis.request, kimi.compactor, encoding,
-                counted.per_message if counted is not None else ())
+    plan = Plan(analysis.text, analysis.parsed, analysis.body, analysis.request, kimi.compactor,
+                encoding_of(analysis), counted.per_message if counted is not None else (), analysis.digests)
     plan.over_budget(budget)
     if need > 0:
         plan.rescue(need, rescue_budget(budget))
@@ -186,17 +208,19 @@ class KimiCompactor:
     async def _compact(self, flow: http.HTTPFlow, call: LLMCall) -> None:
         assert call.analysis is not None and call.parsed is not None
         budget = ctx.options.kimi_tool_budget
-        estimate = await call.estimated(flow)
-        if estimate is not None and estimate * ESTIMATE_MARGIN < budget:
-            return
-        # Parsing is quick; counting the whole body is not, and is waited for
-        # only when there is something to compact.
+        # Parsing is quick; counting the whole body is not, and is waited for only when a result
+        # is near the budget (its message's count then says); one clearly over it is compacted
+        # at once, beside the count.
         if not await call.settled(call.parsed):
             return
         parsed = call.parsed.result()
-        if parsed is None or not await asyncio.to_thread(oversized, parsed, budget, self._estimates):
+        if parsed is None:
             return
-        # Not waiting for the count: the compaction runs beside it, in the parse thread.
+        level = await asyncio.to_thread(oversized, parsed, budget, self.kimi.compactor, self._estimates)
+        if level == 0:
+            return
+        if level == NEAR and not await call.settled(call.analysis):
+            return
         done = await rewrite(self.kimi, flow, call, source=parsed)
         if done is not None:
             apply(self.kimi, flow, call, *done, source=parsed)
