@@ -191,9 +191,10 @@ SAMPLE_SLICE = 1024  # bytes: a body up to 32 KB is counted whole
 # provider's formula: a few bytes in the body, up to ~1,600 tokens in the prompt.
 MEDIA_ALLOWANCE = 2_000
 # What names an image or a document in every API ("image", "image_url", "input_image", "document",
-# "file", "file_data", "fileData", "inlineData", "inline_data"), counted by plain searches (a
-# regular expression took 2 ms a MB); a key that merely starts so ("file_path") counts too.
-_MEDIA = (b'"image', b'"document"', b'"file', b'inlineData"', b'inline_data"')
+# "file", "file_id", "file_data", "fileData"), counted by plain searches (a regular expression took
+# 2 ms a MB); a key that merely starts so ("file_path") counts too. Inline base64 data is counted
+# with the bytes anyway (as text it is far more tokens than as an image).
+_MEDIA = (b'"image', b'"document"', b'"file')
 
 
 def media_allowance(raw: bytes) -> int:
