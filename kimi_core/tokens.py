@@ -202,7 +202,7 @@ def media_allowance(raw: bytes) -> int:
     return MEDIA_ALLOWANCE * sum(raw.count(name) for name in _MEDIA)
 
 
-def estimate(raw: bytes, encoding_name: str = FALLBACK) -> int:
+def estimate(raw: bytes, encoding_name: str = FALLBACK, enough: int | None = None) -> int:
     """A quick estimate of a JSON body's prompt tokens, from the count of a sample of its bytes.
 
     Counts ``SAMPLE_SLICES`` slices spread evenly over the body and scales their
@@ -210,9 +210,12 @@ def estimate(raw: bytes, encoding_name: str = FALLBACK) -> int:
     exact count). The body's JSON syntax, keys and escapes are counted with its
     text, so for a parsed request's count this errs high; it errs low only
     where dense stretches (base64, digits, CJK) fall between the slices.
-    Images and documents are added at ``MEDIA_ALLOWANCE`` each.
+    Images and documents are added at ``MEDIA_ALLOWANCE`` each, unless the
+    text alone reaches ``enough`` (they could only add to it: three passes over
+    the body saved).
     """
-    return _sampled(raw, encoding(encoding_name)[0]) + media_allowance(raw)
+    found = _sampled(raw, encoding(encoding_name)[0])
+    return found if enough is not None and found >= enough else found + media_allowance(raw)
 
 
 def estimate_text(text: str, encoding_name: str = FALLBACK) -> int:

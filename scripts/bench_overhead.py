@@ -11,9 +11,11 @@ Measures p50 / p99 latency of 1 KB, 100 KB, 1 MB and 5 MB chat requests
 (every request has new content, so Kimi's per-message memo cannot help);
 throughput of 4 KB requests at concurrency 8 and 32; SSE time to first byte
 (events 50 ms apart); a 200-turn agent conversation replay where each turn
-resends the whole history plus one new message, every tenth carrying a
-200 KB tool result (under ``kimi_tool_budget``), with the database's growth
-over each half; a conversation whose first turn brings a 1 MB tool result
+resends the whole history plus one new message, every twentieth carrying a
+200 KB tool result (under ``kimi_tool_budget``; the last turn is 2.4 MB,
+about half of gpt-4.1's window, so that no turn is near a line, where Kimi
+waits for the count by design), with the stored bytes' growth over each
+half; a conversation whose first turn brings a 1 MB tool result
 (an ``ls -lR``), which Kimi compacts on the way, resent on every later turn;
 and each proxy's memory, its child processes included.
 
@@ -146,6 +148,7 @@ def chat_body(content: str, stream: bool = False) -> bytes:
                                     {"role": "user", "content": content}]}).encode()
 
 
+TOOL_EVERY = 20  # a replay turn in this many brings a 200 KB tool result
 BLOCK = 10  # requests in a row to one target before the next one takes its turn
 
 
@@ -190,14 +193,14 @@ def bench_replay(targets: list[Target], turns: int, seed: int, dbs: dict[str, Pa
         dict[str, list[float]], dict[str, tuple[int, int]]]:
     """Each target holds the same conversation; every turn resends the whole history.
 
-    Every tenth turn brings a 200 KB tool result (under the tool budget: nothing to compact).
+    Every twentieth turn brings a 200 KB tool result (under the tool budget: nothing to compact).
     Returns the latencies and, per target with a database, its growth over each half of the turns.
     """
     rng = random.Random(seed)
     messages: list[dict] = [{"role": "system", "content": "You are a coding agent. " + text_of(4000, rng)}]
     bodies = []
     for turn in range(turns):
-        if turn % 10 == 9:
+        if turn % TOOL_EVERY == TOOL_EVERY - 1:
             messages.append({"role": "assistant", "content": None, "tool_calls": [{
                 "id": f"call_{turn}", "type": "function", "function": {"name": "read", "arguments": "{}"}}]})
             messages.append({"role": "tool", "tool_call_id": f"call_{turn}", "content": text_of(200_000, rng)})
@@ -305,8 +308,8 @@ def main() -> None:
         vals = {n: statistics.median(replay[n][lo:lo + step]) for n in names}
         print(f"| replay turns {lo + 1}-{lo + step} p50 | " + " | ".join(f"{vals[n]:.2f}" for n in names)
               + f" | {vals['kimi'] - vals['mitmdump']:+.2f} ms |")
-    tools = [i for i in range(turns) if i % 10 == 9]
-    others = [i for i in range(turns) if i % 10 != 9]
+    tools = [i for i in range(turns) if i % TOOL_EVERY == TOOL_EVERY - 1]
+    others = [i for i in range(turns) if i % TOOL_EVERY != TOOL_EVERY - 1]
     for label, idx in (("replay turns bringing a 200 KB tool result", tools), ("replay other turns", others)):
         vals = {n: statistics.median(replay[n][i] for i in idx) for n in names}
         print(f"| {label} p50 | " + " | ".join(f"{vals[n]:.2f}" for n in names)

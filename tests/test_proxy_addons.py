@@ -437,7 +437,7 @@ def test_a_request_far_from_its_lines_by_estimate_goes_on_before_its_count_ends(
 def test_a_request_the_estimate_let_through_but_the_count_would_refuse_is_alerted(harness, monkeypatch, caplog):
     """The estimate erring low (dense text between its samples) costs the guard its refusal, not the alert."""
     from kimi_core import tokens
-    monkeypatch.setattr(tokens, "estimate", lambda raw, encoding_name="": 1000)
+    monkeypatch.setattr(tokens, "estimate", lambda raw, encoding_name="", enough=None: 1000)
 
     async def main():
         h = await harness()

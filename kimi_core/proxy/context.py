@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import time
 import weakref
@@ -118,12 +119,13 @@ class LLMCall:
             logger.warning("kimi: %s %s: %s", self.provider, self.path.split("?")[0], note)
         return False
 
-    async def estimated(self, flow: http.HTTPFlow) -> int | None:
+    async def estimated(self, flow: http.HTTPFlow, enough: int | None = None) -> int | None:
         """A quick estimate of the request body's tokens (``tokens.estimate``), made once, in a
-        thread; None for a body sent compressed.
+        thread; None for a body sent compressed. ``enough``: past this many, the media it names
+        need not be looked for.
 
-        What the guard and the compactor decide with while a request is far from
-        their lines: the exact count (the row's, the alerts') goes on meanwhile.
+        What the guard decides with while a request is far from its lines: the
+        exact count (the row's, the alerts') goes on meanwhile.
         """
         if self.estimate is None:
             raw = flow.request.raw_content or b""
@@ -131,7 +133,8 @@ class LLMCall:
                 self.estimate = asyncio.get_running_loop().create_future()
                 self.estimate.set_result(None)
             else:
-                self.estimate = asyncio.get_running_loop().run_in_executor(None, tokens.estimate, raw)
+                self.estimate = asyncio.get_running_loop().run_in_executor(
+                    None, functools.partial(tokens.estimate, raw, enough=enough))
         try:
             return await asyncio.shield(self.estimate)
         except Exception as e:  # noqa: BLE001 -- no estimate: the callers wait for the count instead

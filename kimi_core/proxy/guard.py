@@ -170,7 +170,7 @@ class KimiGuard:
             parsed = call.parsed.result() if await call.settled(call.parsed) else None
             models = [parsed.request.model if parsed is not None and parsed.request is not None else None]
         # Far under the lines by a quick estimate: sent on now, judged once counted.
-        estimate = await call.estimated(flow)
+        estimate = await call.estimated(flow, enough=self._line(models, call.provider))
         if estimate is not None and not self._may_matter(int(estimate * ESTIMATE_MARGIN), output, models,
                                                          call.provider):
             call.when_analysed(lambda: self._judge(flow, call, sent=True))
@@ -218,6 +218,12 @@ class KimiGuard:
                    f"{rescued.share:.0%} ({decision.estimate:,} → {rescued.estimate:,} tokens)")
         self.kimi.alert(flow, call, rescued.alert or rescued.share, "rescued", message)
         return True
+
+    def _line(self, models: list[str | None], provider: str) -> int:
+        """Local tokens past which a body matters for one of ``models`` whatever else it holds."""
+        window = min(self.kimi.windows.window(model, provider).tokens for model in models)
+        bound = self.kimi.calibration.largest()
+        return int(min((self.reject_at, *self.alert_at)) * window / max(1.0, bound.factor) / ESTIMATE_MARGIN)
 
     def _may_matter(self, tokens: int, output: int, models: list[str | None], provider: str) -> bool:
         """Could a body of at most ``tokens`` local tokens, asking for ``output`` tokens (where the
