@@ -16,7 +16,14 @@ from kimi_core.dialects.base import LLMRequest
 from kimi_core.errors import BodyError
 from kimi_core.jsonspans import Parsed, Span
 from kimi_core.providers import CODE_ASSIST, Route
-from kimi_core.tokens import Abandoned, Count, TokenCounter, message_text
+from kimi_core.tokens import (
+    TOKENS_PER_REPLY,
+    Abandoned,
+    Count,
+    TokenCounter,
+    media_allowance,
+    message_text,
+)
 
 
 @dataclass(slots=True, eq=False)
@@ -43,6 +50,17 @@ class Analysis:
     # A digest of what each message says (role, text, tool calls and results), blind to how the
     # body spells it (Anthropic's cache_control markers move every turn): what threads conversations.
     contents: tuple[bytes, ...] = ()
+    # When it resumed a counted analysis: the tokens of what it repeats (head and kept messages), and
+    # where in ``text`` the rest begins. What the guard bounds a body with before it is counted.
+    prior_tokens: int | None = None
+    resumed_at: int = 0
+
+    def resumed_bound(self) -> int | None:
+        """At most this many tokens (tokens never outnumber bytes), when it resumed a counted body."""
+        if self.prior_tokens is None or self.text is None:
+            return None
+        rest = self.text[self.resumed_at:].encode("utf-8", "surrogatepass")
+        return self.prior_tokens + len(rest) + media_allowance(rest)
 
     def wire(self, text: str) -> bytes:
         """The body to send for the request ``text``, inside its envelope if it has one."""
@@ -240,6 +258,11 @@ def parse(raw: bytes, content_encoding: str, route: Route | str, path: str, max_
     if request.model is None and (route.model or named):
         request = dataclasses.replace(request, model=route.model or named)
     result.request = request
+    if prior is not None and prior.count is not None and result.parsed is not None and result.reused:
+        kept = len(_messages_before(prior, result.reused))
+        if len(prior.count.per_message) >= kept:
+            result.prior_tokens = prior.count.head_tokens + TOKENS_PER_REPLY + sum(prior.count.per_message[:kept])
+            result.resumed_at = result.parsed.items[result.reused - 1][1]
     return result, prior
 
 

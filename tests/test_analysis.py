@@ -151,3 +151,22 @@ def test_a_history_whose_last_items_changed_resumes_before_the_change():
     other = analyse(body(6, 5).replace(b"turn 0", b"other"), "", "anthropic", "/v1/messages", counter, 10**8, recent)
     assert other.prior_seq is None  # another conversation resumes nothing
     assert first_difference("abcdef", "abcxef") == 3 and first_difference("abc", "abcdef") == 3
+
+
+def test_a_body_that_resumes_a_counted_one_is_bounded_before_its_own_count():
+    """What it repeats is known from the prior count; the rest is bounded by its bytes."""
+    from kimi_core.analysis import parse
+    recent, counter = Recent(), TokenCounter()
+    messages = [{"role": "system", "content": "be brief " * 50}]
+    for turn in range(6):
+        messages += [{"role": "user", "content": f"question {turn} " * 200}, {"role": "assistant", "content": "ok"}]
+    first = analyse(json.dumps({"model": "gpt-4o", "messages": messages}).encode(), "", "openai-chat",
+                    "/v1/chat/completions", counter, 1 << 26, recent)
+    messages += [{"role": "user", "content": "and now this " * 100}]
+    body = json.dumps({"model": "gpt-4o", "messages": messages}).encode()
+    parsed, prior = parse(body, "", "openai-chat", "/v1/chat/completions", 1 << 26, recent)
+    assert prior is not None and parsed.prior_tokens is not None
+    exact = TokenCounter().count_request(parsed.request).tokens
+    bound = parsed.resumed_bound()
+    assert exact <= bound <= exact + len("and now this " * 100) + 100
+    assert bound < first.count.tokens + len(body) // 10  # far less than the body's bytes

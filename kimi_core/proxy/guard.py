@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections import OrderedDict, deque
 from collections.abc import Coroutine
 
@@ -169,10 +170,8 @@ class KimiGuard:
             # The body names no model we could read: its parse says which (quick).
             parsed = call.parsed.result() if await call.settled(call.parsed) else None
             models = [parsed.request.model if parsed is not None and parsed.request is not None else None]
-        # Far under the lines by a quick estimate: sent on now, judged once counted.
-        estimate = await call.estimated(flow, enough=self._line(models, call.provider))
-        if estimate is not None and not self._may_matter(int(estimate * ESTIMATE_MARGIN), output, models,
-                                                         call.provider):
+        # Far under the lines by a bound known before the count: sent on now, judged once counted.
+        if await self._far(flow, call, models, output):
             call.when_analysed(lambda: self._judge(flow, call, sent=True))
             return
         # Its failure is the meter's to report: then no judgement. Past the deadline the
@@ -218,6 +217,32 @@ class KimiGuard:
                    f"{rescued.share:.0%} ({decision.estimate:,} → {rescued.estimate:,} tokens)")
         self.kimi.alert(flow, call, rescued.alert or rescued.share, "rescued", message)
         return True
+
+    async def _far(self, flow: http.HTTPFlow, call: LLMCall, models: list[str | None], output: int) -> bool:
+        """Is the body far under every line? Whichever answers first: a quick estimate
+        (``tokens.estimate``), or its parse, when it resumes a body already counted (then what it
+        repeats is known, and the rest is bounded by its bytes)."""
+        estimate = asyncio.ensure_future(call.estimated(flow, enough=self._line(models, call.provider)))
+        pending: set[asyncio.Future] = {estimate}
+        if call.parsed is not None:
+            pending.add(call.parsed)
+        while pending:
+            left = None if call.deadline is None else max(0.0, call.deadline - time.monotonic())
+            done, pending = await asyncio.wait(pending, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                break
+            for future in done:
+                if future.cancelled() or future.exception() is not None:
+                    continue
+                if future is estimate:
+                    found = future.result()
+                    bound = int(found * ESTIMATE_MARGIN) if found is not None else None
+                else:
+                    parsed = future.result()
+                    bound = parsed.resumed_bound() if parsed is not None else None
+                if bound is not None and not self._may_matter(bound, output, models, call.provider):
+                    return True
+        return False
 
     def _line(self, models: list[str | None], provider: str) -> int:
         """Local tokens past which a body matters for one of ``models`` whatever else it holds."""
