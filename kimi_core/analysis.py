@@ -79,6 +79,9 @@ def digest(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
+HEAD_CHARS = 4096  # of a recent body, compared with a new one's start (``Recent.likely``)
+
+
 class Recent:
     """The last few analyses, so that a body which begins with one of them resumes after it.
 
@@ -91,6 +94,7 @@ class Recent:
 
     def __init__(self, size: int = 16, max_chars: int = 16_000_000) -> None:
         self._recent: list[tuple[str, Analysis]] = []  # (text up to the end of its items, analysis)
+        self._heads: list[tuple[bytes, int]] = []  # the first 4 KB of each, as UTF-8, with its number
         self._size = size
         self._max_chars = max_chars
         self._seq = itertools.count(1)
@@ -98,6 +102,13 @@ class Recent:
 
     def number(self) -> int:
         return next(self._seq)
+
+    def likely(self, raw: bytes) -> bool:
+        """Does ``raw`` begin as a recent body did (its first 4 KB)? Then it likely resumes it: cheap
+        to ask on the event loop, before anything is parsed."""
+        with self._lock:
+            heads = [head for head, _ in self._heads]
+        return any(raw.startswith(head) for head in heads)
 
     def find(self, dialect: str, text: str) -> tuple[Analysis, int] | None:
         """The recent analysis this body begins with, and how many of its history items it repeats.
@@ -137,6 +148,8 @@ class Recent:
                     kept = kept[i + 1:]
                     break
             self._recent = kept
+            self._heads = [(p[:HEAD_CHARS].encode("utf-8", "surrogatepass"), a.seq) for p, a in kept
+                           if len(p) > HEAD_CHARS]
 
 
 def first_difference(a: str, b: str) -> int:

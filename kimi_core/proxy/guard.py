@@ -222,9 +222,16 @@ class KimiGuard:
         """Is the body far under every line? Whichever answers first: a quick estimate
         (``tokens.estimate``), or its parse, when it resumes a body already counted (then what it
         repeats is known, and the rest is bounded by its bytes)."""
+        # Most likely the next turn of a conversation: its parse is quick and says, no estimate needed.
+        if call.parsed is not None and self.kimi.recent.likely(flow.request.raw_content or b"") \
+                and await call.settled(call.parsed):
+            parsed = call.parsed.result()
+            bound = parsed.resumed_bound() if parsed is not None else None
+            if bound is not None:
+                return not self._may_matter(bound, output, models, call.provider)
         estimate = asyncio.ensure_future(call.estimated(flow, enough=self._line(models, call.provider)))
         pending: set[asyncio.Future] = {estimate}
-        if call.parsed is not None:
+        if call.parsed is not None and not call.parsed.done():
             pending.add(call.parsed)
         while pending:
             left = None if call.deadline is None else max(0.0, call.deadline - time.monotonic())
