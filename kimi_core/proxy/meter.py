@@ -168,47 +168,49 @@ class KimiMeter:
         call.budget_ms = ctx.options.kimi_analysis_ms
         call.deadline = time.monotonic() + call.budget_ms / 1000
         call.parsed = loop.create_future()
-        call.analysis = loop.create_future()
+        # The request's own analysis: a compaction may give the call another one meanwhile
+        # (``LLMCall.replace_analysis``), so the stages settle this future, not the call's latest.
+        future = call.analysis = loop.create_future()
         args = (raw, flow.request.headers.get("content-encoding", ""), call.route, flow.request.path,
                 ctx.options.kimi_max_body_mb * 1024 * 1024, self.kimi.recent)
         if len(raw) > ANALYSE_INLINE_LIMIT or "content-encoding" in flow.request.headers:
             stage = loop.run_in_executor(self.kimi.parser, analysis.parse, *args)
-            stage.add_done_callback(lambda _: self._parsed(call, stage))
+            stage.add_done_callback(lambda _: self._parsed(call, stage, future))
         else:
             # On the loop, but once mitmproxy has sent the request on: the work
             # overlaps the provider's answer instead of delaying the request.
-            loop.call_soon(self._analyse_inline, call, args)
-        call.analysis.add_done_callback(lambda _: _resolve(call.parsed, None))  # did not parse: no more waiting
-        call.analysis.add_done_callback(lambda _: self._analysed(flow, call))
+            loop.call_soon(self._analyse_inline, call, args, future)
+        future.add_done_callback(lambda _: _resolve(call.parsed, None))  # did not parse: no more waiting
+        future.add_done_callback(lambda _: self._analysed(flow, call, future))
 
-    def _parsed(self, call: LLMCall, stage: asyncio.Future) -> None:
+    def _parsed(self, call: LLMCall, stage: asyncio.Future, future: asyncio.Future) -> None:
         """Parsed in the parse thread: tell who waits for it, count in the count thread."""
-        assert call.analysis is not None and call.parsed is not None
+        assert call.parsed is not None
         if stage.cancelled():
-            call.analysis.cancel()
+            future.cancel()
             return
         if (e := stage.exception()) is not None:
-            call.analysis.set_exception(e)
+            future.set_exception(e)
             return
         result, prior = stage.result()
         if result.request is None or result.error:
-            call.analysis.set_result(result)
+            future.set_result(result)
             return
         _resolve(call.parsed, result)
         counting = asyncio.get_running_loop().run_in_executor(
             self.kimi.analyser, analysis.count, result, prior, self.kimi.counter, self.kimi.recent,
             call.deadline, call.budget_ms)
-        counting.add_done_callback(lambda _: _copy(counting, call.analysis))
+        counting.add_done_callback(lambda _: _copy(counting, future))
 
-    def _analyse_inline(self, call: LLMCall, args: tuple) -> None:
-        assert call.analysis is not None and call.parsed is not None
+    def _analyse_inline(self, call: LLMCall, args: tuple, future: asyncio.Future) -> None:
+        assert call.parsed is not None
         try:
             result, prior = analysis.parse(*args)
             _resolve(call.parsed, result if result.request is not None and not result.error else None)
-            call.analysis.set_result(analysis.count(result, prior, self.kimi.counter, self.kimi.recent,
-                                                    call.deadline, call.budget_ms))
+            future.set_result(analysis.count(result, prior, self.kimi.counter, self.kimi.recent,
+                                             call.deadline, call.budget_ms))
         except Exception as e:  # noqa: BLE001 -- reported by _analysed, like a failure in a thread
-            call.analysis.set_exception(e)
+            future.set_exception(e)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         call = self.kimi.call(flow)
@@ -270,15 +272,14 @@ class KimiMeter:
         call.errors.append(flow.error.msg if flow.error else "connection failed")
         flow.comment = summary(call)
 
-    def _analysed(self, flow: http.HTTPFlow, call: LLMCall) -> None:
+    def _analysed(self, flow: http.HTTPFlow, call: LLMCall, future: asyncio.Future) -> None:
         """The request's analysis is over: note its failure, refresh the comment."""
-        assert call.analysis is not None
-        if call.analysis.cancelled():
+        if future.cancelled():
             call.errors.append("analysis cancelled")
-        elif (e := call.analysis.exception()) is not None:  # a parser bug must not lose the row
+        elif (e := future.exception()) is not None:  # a parser bug must not lose the row
             logger.warning("kimi: could not analyse a %s request: %r (forwarded unchanged)", call.dialect, e)
             call.errors.append(f"internal error while analysing: {e!r}")
-        elif (result := call.analysis.result()).error:
+        elif (result := future.result()).error:
             call.errors.append(result.error)
             logger.warning("kimi: %s %s: %s (forwarded unchanged)", call.provider, call.path, redact_text(result.error))
         if call.reply is not None or flow.error is not None:
