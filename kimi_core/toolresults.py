@@ -247,6 +247,8 @@ class Plan:
         if p is None or len(p.text.encode("utf-8", "surrogatepass")) <= budget - p.reserve:
             return None
         result = self.compactor.compact(p.text, max(1, budget - p.reserve), self.found[n].query, self.encoding)
+        if known is None:
+            self.compactor.remember(key, result.original_tokens)  # the next turn need not estimate it
         return result if result.original_tokens > budget - p.reserve else None
 
     def key(self, n: int) -> tuple | None:

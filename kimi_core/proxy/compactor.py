@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 _TOOL_RESULT = re.compile(rb'"(?:tool|tool_result|toolResult|functionResponse|function_response|[a-z_]*_output)"')
 
 
+ARCHIVED = 10_000  # originals remembered as archived (their sha256)
 NEAR, OVER = 1, 2  # what ``oversized`` may say besides 0 (no result over the budget)
 # The tool budget is a soft target, unlike a window: a result estimated under it by more than the
 # estimate's usual error (1-3%) goes on uncounted (the worst it costs is a result a few % over it).
@@ -173,6 +174,14 @@ def apply(kimi: KimiContext, flow: http.HTTPFlow, call: LLMCall, new: Analysis, 
     call.when_analysed(log)
     if kimi.store is not None:
         for d in rewritten.done:
+            # A result resent every turn is archived once (redacting and compressing 1 MB every turn
+            # cost more than the rest of the turn); the archive names the first request that sent it.
+            if d.compacted.sha256 in kimi.archived:
+                kimi.archived.move_to_end(d.compacted.sha256)
+                continue
+            kimi.archived[d.compacted.sha256] = None
+            while len(kimi.archived) > ARCHIVED:
+                kimi.archived.popitem(last=False)
             kimi.store.submit(ArchiveRecord(d.original, d.compacted.original_tokens, d.compacted.kept_tokens,
                                             flow.id, d.name))
 

@@ -14,6 +14,7 @@ import functools
 import logging
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -195,6 +196,7 @@ class KimiContext:
         self.windows = Windows()
         self.calibration = Calibration()
         self.compactor = Compactor()
+        self.archived: OrderedDict[str, None] = OrderedDict()  # sha256 of originals sent to the archive
         # Big bodies are parsed in one thread and counted (and compacted) in
         # another: a request that waits to be parsed never waits behind the
         # count of the one before, and a burst uses about a core, leaving the
