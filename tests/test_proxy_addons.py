@@ -505,3 +505,51 @@ def test_a_tool_result_near_the_budget_waits_for_the_count_and_one_known_from_a_
     compactor.remember((near.digests[2], near.request.messages[2].tool_results[0].locator[2:], "cl100k_base"),
                        exact)
     assert oversized(near, 100_000, compactor) == (OVER if exact > 100_000 else 0)  # known: no estimate
+
+
+def test_a_result_resent_every_turn_is_archived_once_and_again_in_a_database_made_anew(harness):
+    from kimi_core.store import ArchiveRecord
+
+    async def main():
+        h = await harness()
+        h.tctx.options.update(kimi_tool_budget=5000)
+        await h.tctx.master.addons.trigger_event(hooks.RunningHook())
+        archived = []
+        submit = h.kimi.store.submit
+        h.kimi.store.submit = lambda record: (archived.append(record) if isinstance(record, ArchiveRecord)
+                                              else None, submit(record))
+        listing = words(120_000)
+        messages = [{"role": "user", "content": "list the files"},
+                    {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {
+                        "name": "shell", "arguments": "{}"}}]},
+                    {"role": "tool", "tool_call_id": "c1", "content": listing}]
+
+        async def turn(n):
+            nonlocal messages
+            messages = messages + [{"role": "user", "content": f"and turn {n}?"}]
+            flow = await h.run(make_flow("https://api.openai.com/v1/chat/completions",
+                                         {"model": "gpt-4.1", "messages": messages}, response=CHAT_REPLY))
+            assert h.kimi.call(flow).action == "compacted"
+            messages.append({"role": "assistant", "content": f"answer {n}"})
+
+        for n in range(3):
+            await turn(n)
+        assert len(archived) == 1
+        await asyncio.to_thread(lambda: wait_until(lambda: h.kimi.store.pending == 0))
+        h.db.unlink()  # deleted while the proxy runs: the next write makes a new one
+        await turn(3)
+        await asyncio.to_thread(lambda: wait_until(lambda: h.kimi.store.generation == 1))
+        await turn(4)
+        assert len(archived) == 2
+        await h.tctx.master.addons.trigger_event(hooks.DoneHook())
+        db = sqlite3.connect(h.db)
+        assert db.execute("SELECT count(*) FROM archives").fetchone()[0] == 1  # in the new file
+    asyncio.run(main())
+
+
+def wait_until(condition, timeout=60.0):
+    import time
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)

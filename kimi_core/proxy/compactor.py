@@ -176,10 +176,10 @@ def apply(kimi: KimiContext, flow: http.HTTPFlow, call: LLMCall, new: Analysis, 
         for d in rewritten.done:
             # A result resent every turn is archived once (redacting and compressing 1 MB every turn
             # cost more than the rest of the turn); the archive names the first request that sent it.
-            if d.compacted.sha256 in kimi.archived:
+            if kimi.archived.get(d.compacted.sha256) == kimi.store.generation:
                 kimi.archived.move_to_end(d.compacted.sha256)
                 continue
-            kimi.archived[d.compacted.sha256] = None
+            kimi.archived[d.compacted.sha256] = kimi.store.generation
             while len(kimi.archived) > ARCHIVED:
                 kimi.archived.popitem(last=False)
             kimi.store.submit(ArchiveRecord(d.original, d.compacted.original_tokens, d.compacted.kept_tokens,

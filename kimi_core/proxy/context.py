@@ -196,7 +196,8 @@ class KimiContext:
         self.windows = Windows()
         self.calibration = Calibration()
         self.compactor = Compactor()
-        self.archived: OrderedDict[str, None] = OrderedDict()  # sha256 of originals sent to the archive
+        # sha256 of originals sent to the archive, with the database's generation then (``Store.generation``).
+        self.archived: OrderedDict[str, int] = OrderedDict()
         # Big bodies are parsed in one thread and counted (and compacted) in
         # another: a request that waits to be parsed never waits behind the
         # count of the one before, and a burst uses about a core, leaving the

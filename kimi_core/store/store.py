@@ -75,6 +75,7 @@ class Store:
     def __init__(self, path: str | Path, retention_bytes: int = 1 << 30, max_pending: int = 10_000,
                  store_bodies: bool = True) -> None:
         self.path = Path(path).expanduser()
+        self.generation = 0  # how many times the database was found gone and made anew
         self.retention_bytes = retention_bytes
         self.max_pending = max_pending
         self.store_bodies = store_bodies
@@ -171,6 +172,7 @@ class Store:
         old = self._conn
         self._blobs.forget()  # none of the known blobs are in the new file
         self.open()
+        self.generation += 1  # what callers remember as written (archives) is not in it either
         if old is not None:
             try:
                 old.close()
