@@ -461,8 +461,10 @@ class Compactor:
     def __init__(self, ttl: float = 300, max_chars: int = 32_000_000) -> None:
         self._cache: cachetools.TTLCache = cachetools.TTLCache(
             maxsize=max_chars, ttl=ttl, getsizeof=lambda c: len(c.text) + 200)
-        self._counts: cachetools.LRUCache = cachetools.LRUCache(maxsize=10_000)  # original tokens by text
-        self._sizes: cachetools.LRUCache = cachetools.LRUCache(maxsize=10_000)  # the same, for ``count``
+        # By (sha256, encoding): what ``compact`` reported as the original's tokens (perhaps estimated),
+        # and what ``count`` counted (exact).
+        self._counts: cachetools.LRUCache = cachetools.LRUCache(maxsize=10_000)
+        self._sizes: cachetools.LRUCache = cachetools.LRUCache(maxsize=10_000)
         # Tokens of tool results by where they sit in a history item and the item's digest (the
         # parse gives those for free): a result resent every turn is looked at once.
         self._results: cachetools.LRUCache = cachetools.LRUCache(maxsize=50_000)
@@ -470,7 +472,7 @@ class Compactor:
         self.hits = 0
 
     def known(self, key: tuple | None) -> int | None:
-        """The tokens of the tool result known by ``key`` (``toolresults.Plan.key``), if counted before."""
+        """The tokens of the tool result known by ``key`` (``toolresults.result_key``), if counted before."""
         if key is None:
             return None
         with self._lock:
@@ -483,7 +485,7 @@ class Compactor:
 
     def count(self, text: str, encoding: str) -> int:
         """``text``'s tokens, remembered by content: a result resent every turn is counted once."""
-        key = (hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest(), encoding)
+        key = (sha256(text), encoding)
         with self._lock:
             n = self._sizes.get(key)
         if n is None:
@@ -503,10 +505,7 @@ class Compactor:
                 self._cache[key] = found
                 return found
         with self._lock:
-            original = self._counts.get((digest, encoding))
-            if original is None:
-                original = self._sizes.get((hashlib.blake2b(text.encode("utf-8", "surrogatepass"),
-                                                            digest_size=16).digest(), encoding))
+            original = self._counts.get((digest, encoding)) or self._sizes.get((digest, encoding))
         result = compact(text, budget, query, tokens.counter_for(encoding), digest, original)
         with self._lock:
             self._counts[(digest, encoding)] = result.original_tokens  # other budgets: counted once

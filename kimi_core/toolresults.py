@@ -43,6 +43,14 @@ class Found:
     message: int = -1  # the position of its message in the request
 
 
+def result_key(digests: list[bytes], index: int, result: ToolResult, encoding: str) -> tuple | None:
+    """What a tool result is known by across turns (``Compactor.known``): its history item's
+    digest (``Analysis.digests``, the item at ``index``), where it sits in the item, the encoding."""
+    if not 0 <= index < len(digests):
+        return None
+    return digests[index], result.locator[2:], encoding
+
+
 def find(request: LLMRequest) -> list[Found]:
     """Every tool result of the request in order, with its query."""
     found: list[Found] = []
@@ -252,12 +260,9 @@ class Plan:
         return result if result.original_tokens > budget - p.reserve else None
 
     def key(self, n: int) -> tuple | None:
-        """What result ``n`` is known by across turns: its history item's digest, where it sits in it."""
         at = self.found[n].message
         index = self.request.messages[at].index if 0 <= at < len(self.request.messages) else -1
-        if not 0 <= index < len(self.digests):
-            return None
-        return self.digests[index], self.found[n].result.locator[2:], self.encoding
+        return result_key(self.digests, index, self.found[n].result, self.encoding)
 
     def over_budget(self, budget: int) -> None:
         """Compact every result larger than ``budget``."""

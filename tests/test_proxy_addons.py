@@ -487,6 +487,7 @@ def test_a_tool_result_near_the_budget_waits_for_the_count_and_one_known_from_a_
     from kimi_core.compaction import Compactor
     from kimi_core.proxy.compactor import NEAR, OVER, oversized
     from kimi_core.tokens import TokenCounter
+    from kimi_core.toolresults import result_key
 
     def request(n_bytes):
         body = {"model": "gpt-4.1", "messages": [
@@ -502,8 +503,7 @@ def test_a_tool_result_near_the_budget_waits_for_the_count_and_one_known_from_a_
     assert oversized(far, 100_000, compactor) == OVER
     assert oversized(under, 100_000, compactor) == 0
     exact = TokenCounter().count_text(near.request.messages[2].tool_results[0].content)
-    compactor.remember((near.digests[2], near.request.messages[2].tool_results[0].locator[2:], "cl100k_base"),
-                       exact)
+    compactor.remember(result_key(near.digests, 2, near.request.messages[2].tool_results[0], "cl100k_base"), exact)
     assert oversized(near, 100_000, compactor) == (OVER if exact > 100_000 else 0)  # known: no estimate
 
 

@@ -30,7 +30,7 @@ from kimi_core.providers import Route
 from kimi_core.proxy.context import KimiContext, LLMCall
 from kimi_core.store import ArchiveRecord
 from kimi_core.tokens import estimate_text
-from kimi_core.toolresults import Plan, Rewritten
+from kimi_core.toolresults import Plan, Rewritten, result_key
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def oversized(analysis: Analysis, budget: int, compactor: Compactor, memo: Order
             if len(r.content) * 4 <= budget:  # tokens never outnumber UTF-8 bytes
                 continue
             item = digests[m.index] if 0 <= m.index < len(digests) else None
-            known = compactor.known((item, r.locator[2:], encoding)) if item is not None else None
+            known = compactor.known(result_key(digests, m.index, r, encoding))
             if known is not None:
                 if known > budget:
                     return OVER
