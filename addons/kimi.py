@@ -18,6 +18,7 @@ from kimi_core.proxy import (
     KimiCompactor,
     KimiContext,
     KimiConversations,
+    KimiDashboard,
     KimiGuard,
     KimiMemory,
     KimiMeter,
@@ -50,4 +51,5 @@ addons = [
     KimiWebSocket(kimi, calls),  # calls made on a WebSocket go through the same chain
     recorder,
     KimiView(kimi),
+    KimiDashboard(kimi),  # the live dashboard (kimi_web_port)
 ]

@@ -11,6 +11,7 @@ from kimi_core.proxy.budgets import KimiBudgets
 from kimi_core.proxy.compactor import KimiCompactor
 from kimi_core.proxy.context import KimiContext, LLMCall
 from kimi_core.proxy.conversations import KimiConversations
+from kimi_core.proxy.dashboard import KimiDashboard
 from kimi_core.proxy.guard import KimiGuard
 from kimi_core.proxy.memory import KimiMemory
 from kimi_core.proxy.meter import KimiMeter
@@ -21,5 +22,5 @@ from kimi_core.proxy.traffic import KimiTraffic
 from kimi_core.proxy.view import KimiView
 from kimi_core.proxy.websocket import KimiWebSocket
 
-__all__ = ["KimiBudgets", "KimiCompactor", "KimiContext", "KimiConversations", "KimiGuard", "KimiMemory", "KimiMeter", "KimiMetrics", "KimiRecorder",
+__all__ = ["KimiBudgets", "KimiCompactor", "KimiContext", "KimiConversations", "KimiDashboard", "KimiGuard", "KimiMemory", "KimiMeter", "KimiMetrics", "KimiRecorder",
            "KimiSessions", "KimiTraffic", "KimiView", "KimiWebSocket", "LLMCall"]

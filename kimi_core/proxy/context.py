@@ -205,6 +205,8 @@ class KimiContext:
         self.parser = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kimi-parse")
         self.analyser = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kimi-analyse")
         self.store: Store | None = None
+        # Called in the store's thread with each batch of records once committed.
+        self.written: list[Callable[[list[Any]], None]] = []
         self.metrics = Metrics(lambda: self.store)
 
     def alert(self, flow: http.HTTPFlow, call: LLMCall, level: float, kind: str, message: str) -> None:

@@ -159,8 +159,13 @@ class KimiRecorder:
             self.kimi.store.close()
         self._sessions_written = {s.id for s in named}
         self.kimi.store = store
+        store.on_written = self._written
         store.start()
         logger.info("kimi: recording LLM calls to %s", store.path)
+
+    def _written(self, records: list) -> None:
+        for listener in self.kimi.written:
+            listener(records)
 
     def response(self, flow: http.HTTPFlow) -> None:
         self.kimi.after_send(lambda: self._record(flow))

@@ -27,6 +27,7 @@ import sqlite3
 import stat
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,8 @@ class Store:
         self.store_bodies = store_bodies
         self.written = 0
         self.lost = 0
+        # Called in the writer's thread with each batch once committed (the dashboard pushes them).
+        self.on_written: Callable[[list[Any]], None] | None = None
         self.failures = 0
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._queued = 0  # records submitted and not yet taken by the writer
@@ -266,6 +269,11 @@ class Store:
             with self._count_lock:
                 self._queued -= len(pending)
             self.written += len(pending)
+            if self.on_written is not None:
+                try:
+                    self.on_written(pending)
+                except Exception:  # a listener's fault is never the store's
+                    logger.exception("kimi: a listener of written records failed")
             pending = []
             delay = 0.0
             if failing_since is not None:

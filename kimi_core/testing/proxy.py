@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +16,16 @@ ROOT = Path(__file__).resolve().parents[2]
 KIMI_SCRIPT = ROOT / "addons" / "kimi.py"
 REDIRECT_SCRIPT = Path(__file__).with_name("redirect.py")
 _LISTENING = re.compile(r"listening at (\S+):(\d+)\.")
+
+
+_DASHBOARD = re.compile(r"kimi: dashboard on (http://\S+/)\?token=(\S+)")
+
+
+def free_port() -> int:
+    """A loopback port free at the time of asking."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class Mitmdump:
@@ -33,6 +44,8 @@ class Mitmdump:
             cmd += ["--listen-host", listen_host]
         if kimi:
             cmd += ["-s", str(KIMI_SCRIPT), "--set", f"kimi_db={self.db}"]
+            if "kimi_web_port" not in (options or {}):  # many proxies at once: no dashboard unless asked
+                cmd += ["--set", "kimi_web_port=0"]
         if upstream_port is not None:
             cmd += ["-s", str(REDIRECT_SCRIPT), "--set", f"kimi_fake_upstream=127.0.0.1:{upstream_port}",
                     "--set", "connection_strategy=lazy", "--set", "ssl_insecure=true"]
@@ -50,6 +63,17 @@ class Mitmdump:
     @property
     def ca(self) -> Path:
         return self.confdir / "mitmproxy-ca-cert.pem"
+
+    def dashboard(self, timeout: float = 15.0) -> tuple[str, str]:
+        """The dashboard's address and token, as the proxy logged them at start-up."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = _DASHBOARD.findall(self.log())
+            if found:
+                return found[-1]
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the dashboard did not start:\n{self.log()}")
+            time.sleep(0.05)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

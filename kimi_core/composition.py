@@ -1,0 +1,99 @@
+"""What fills a prompt: its parts by kind, with their tokens, as the dashboard's treemap shows them.
+
+The parts add up to what ``TokenCounter.count_request`` counts for the same
+request, framing included, so a call's composition and its row's
+``prompt_tokens_est`` are the same figure. Computed when someone looks, from
+the stored body, never on the request path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from kimi_core.dialects.base import LLMRequest, Message
+from kimi_core.tokens import (
+    TOKENS_PER_MESSAGE,
+    TOKENS_PER_REPLY,
+    TokenCounter,
+    encoding,
+    message_text,
+    wanted_encoding,
+)
+
+SYSTEM = "system"
+TOOL_DEFINITION = "tool_definition"
+TOOL_RESULT = "tool_result"
+USER = "user"
+ASSISTANT = "assistant"
+TOOL_CALL = "tool_call"
+MEDIA = "media"
+SCHEMA = "schema"
+FRAMING = "framing"
+KINDS = (SYSTEM, TOOL_DEFINITION, TOOL_RESULT, USER, ASSISTANT, TOOL_CALL, MEDIA, SCHEMA, FRAMING)
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    kind: str
+    label: str  # the tool's name, the role, "system prompt"...
+    tokens: int
+    message: int | None = None  # index in the request's messages, None for what precedes them
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def composition(request: LLMRequest, counter: TokenCounter) -> tuple[list[Part], str]:
+    """The request's parts, and the encoding they were counted with."""
+    _, used = encoding(wanted_encoding(request.model)[0])
+    parts: list[Part] = []
+    framing = TOKENS_PER_REPLY
+    if request.system:
+        parts.append(Part(SYSTEM, "system prompt", counter.count_text(request.system, used)))
+        framing += TOKENS_PER_MESSAGE
+    for tool in request.tools:
+        parts.append(Part(TOOL_DEFINITION, tool.name or "(unnamed tool)",
+                          counter.count_text(f"{tool.name}\n{tool.description}\n{tool.parameters}", used)))
+    if request.extra:
+        parts.append(Part(SCHEMA, "output schema", counter.count_text(request.extra, used)))
+    for i, message in enumerate(request.messages):
+        parts.extend(_message_parts(message, i, counter, used))
+        framing += TOKENS_PER_MESSAGE
+    parts.append(Part(FRAMING, "message framing", framing))
+    return [p for p in parts if p.tokens > 0], used
+
+
+def _message_parts(message: Message, i: int, counter: TokenCounter, used: str) -> list[Part]:
+    """A message's parts. Counted whole first, as ``count_request`` counts it, so that the
+    parts add up to its count: the newlines joining them go to its text part."""
+    whole = counter.count_text(message_text(message), used)
+    parts = []
+    for result in message.tool_results:
+        parts.append(Part(TOOL_RESULT, result.name or "(unknown tool)", counter.count_text(result.content, used), i))
+    for call in message.tool_calls:
+        parts.append(Part(TOOL_CALL, call.name or "(unnamed tool)",
+                          counter.count_text(f"{call.name}\n{call.arguments}", used), i))
+    if message.media_tokens:
+        parts.append(Part(MEDIA, f"{message.images or 1} image(s) or document(s)", message.media_tokens, i))
+    rest = whole - sum(p.tokens for p in parts if p.kind != MEDIA)
+    kind = USER if message.role == "user" else ASSISTANT if message.role == "assistant" else \
+        SYSTEM if message.role in ("system", "developer") else TOOL_RESULT
+    if rest > 0 or not parts:
+        label = f"{message.role} message" if kind != TOOL_RESULT else "tool message"
+        parts.insert(0, Part(kind, label, max(rest, 0), i))
+    elif rest < 0 and parts:  # tokens merged across the joins: take them off the largest part
+        big = max(range(len(parts)), key=lambda k: parts[k].tokens if parts[k].kind != MEDIA else -1)
+        p = parts[big]
+        parts[big] = Part(p.kind, p.label, max(0, p.tokens + rest), p.message)
+    return parts
+
+
+def summarise(parts: list[Part]) -> list[dict[str, Any]]:
+    """Tokens by kind and label (all results of one tool together), largest first."""
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for p in parts:
+        g = groups.setdefault((p.kind, p.label), {"kind": p.kind, "label": p.label, "tokens": 0, "count": 0})
+        g["tokens"] += p.tokens
+        g["count"] += 1
+    return sorted(groups.values(), key=lambda g: -g["tokens"])
