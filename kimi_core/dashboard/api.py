@@ -69,7 +69,8 @@ def _turns_left(prompts: list[int], window: int | None, lines: Lines) -> tuple[i
 def now(conn: sqlite3.Connection, lines: Lines, minutes: float = ACTIVE_MINUTES, limit: int = 50) -> dict[str, Any]:
     """Every conversation active in the last ``minutes``: its latest call against the window, cost, cache share."""
     active = [r for (r,) in conn.execute(
-        "SELECT conversation_id FROM requests WHERE ts >= ? AND conversation_id IS NOT NULL "
+        # "+": by the ts index (the recent rows), not by scanning the conversation index whole
+        "SELECT conversation_id FROM requests WHERE ts >= ? AND +conversation_id IS NOT NULL "
         "GROUP BY conversation_id ORDER BY max(ts) DESC LIMIT ?", (_since(minutes), limit))]
     out = [conversation_summary(conn, cid, lines) for cid in active]
     totals = conn.execute("SELECT count(*), sum(cost_usd) FROM requests WHERE ts >= ? AND dialect IS NOT NULL",
@@ -258,7 +259,7 @@ def findings(conn: sqlite3.Connection, counter: TokenCounter, lines: Lines,
     and the calibration: most serious first."""
     out: list[dict[str, Any]] = []
     recent = [r for (r,) in conn.execute(
-        "SELECT conversation_id FROM requests WHERE ts >= ? AND conversation_id IS NOT NULL AND dialect IS NOT NULL "
+        "SELECT conversation_id FROM requests WHERE ts >= ? AND +conversation_id IS NOT NULL AND dialect IS NOT NULL "
         "GROUP BY conversation_id ORDER BY max(ts) DESC LIMIT ?", (_since(minutes), conversations_limit))]
     for cid in recent:
         summary = conversation_summary(conn, cid, lines)

@@ -206,3 +206,10 @@ def m008_cost(db: Database) -> None:
     requests.add_column("cost_usd", float)  # US dollars; NULL when no price is known (cost_note says why)
     requests.add_column("cost_note", str)  # how it was priced, or why it was not
     requests.add_column("saved_usd", float)  # what compaction saved, at the model's input price
+
+
+@migrations(name="009_conversation_timeline")
+def m009_conversation_timeline(db: Database) -> None:
+    """A conversation's calls in order, read from the index alone (the dashboard's timeline and gauges)."""
+    db["requests"].create_index(["conversation_id", "ts"], index_name="idx_requests_conversation_ts",
+                                if_not_exists=True)
