@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import html
 import json
+import math
 import sqlite3
 from typing import Any
 
@@ -46,11 +47,21 @@ def short(n: float) -> str:
     return f"{n / 1e3:.0f}K" if n >= 1e3 else f"{n:.0f}"
 
 
+def ticks(top: float, count: int = 5) -> list[float]:
+    """Evenly spaced round values from 0 up to ``top``: 0, 50K, 100K, ... (steps of 1, 2, 2.5 or 5 x 10^k)."""
+    raw = top / count
+    magnitude = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    return [i * step for i in range(int(top // step) + 1)]
+
+
 def chart(points: list[dict[str, Any]], window: int | None) -> str:
     """Prompt tokens per turn (SVG): the line, compactions as green bars from before to after, refusals in red."""
     if not points:
         return '<p class="muted">No counted requests.</p>'
-    top = max([window or 0] + [p["prompt"] or 0 for p in points] + [p["before"] or 0 for p in points]) * 1.08 or 1
+    # Scaled to the window and the prompts sent: a compaction's "before" (often many windows big)
+    # would flatten everything else; it is drawn up to the top, its size written there.
+    top = max([window or 0] + [p["prompt"] or 0 for p in points]) * 1.08 or 1
     n = len(points)
 
     def x(i: int) -> float:
@@ -66,11 +77,18 @@ def chart(points: list[dict[str, Any]], window: int | None) -> str:
         parts.append(f'<line class="window" x1="{PAD}" y1="{y(window):.1f}" x2="{W - PAD}" y2="{y(window):.1f}" '
                      f'stroke="#333" stroke-width="1.5"/><text x="{W - PAD}" y="{y(window) - 4:.1f}" '
                      f'text-anchor="end" font-size="11">window {window:,}</text>')
+        label_x = W - PAD - 2.0
+        last_y = None
         for t in THRESHOLDS:
-            parts.append(f'<line class="threshold" x1="{PAD}" y1="{y(window * t):.1f}" x2="{W - PAD}" '
-                         f'y2="{y(window * t):.1f}" stroke="#d98c00" stroke-dasharray="4 4"/>'
-                         f'<text x="{PAD + 4}" y="{y(window * t) - 3:.1f}" font-size="10" fill="#a66a00">'
-                         f'{t:.0%}</text>')
+            ty = y(window * t)
+            # Right-aligned under its line (the window's label is above its own); lines closer
+            # than a label's height: the next label goes left of the previous one.
+            label_x = label_x - 34 if last_y is not None and abs(last_y - ty) < 12 else W - PAD - 2.0
+            last_y = ty
+            parts.append(f'<line class="threshold" x1="{PAD}" y1="{ty:.1f}" x2="{W - PAD}" '
+                         f'y2="{ty:.1f}" stroke="#d98c00" stroke-dasharray="4 4"/>'
+                         f'<text class="threshold-label" x="{label_x:.1f}" y="{ty + 11:.1f}" font-size="10" '
+                         f'text-anchor="end" fill="#a66a00">{t:.0%}</text>')
     line = " ".join(f"{x(i):.1f},{y(p['prompt'] or 0):.1f}" for i, p in enumerate(points))
     parts.append(f'<polyline class="prompt" points="{line}" fill="none" stroke="#2563eb" stroke-width="2"/>')
     for i, p in enumerate(points):
@@ -79,15 +97,19 @@ def chart(points: list[dict[str, Any]], window: int | None) -> str:
             parts.append(f'<g class="refusal"><title>{_e(title)}</title><circle cx="{x(i):.1f}" '
                          f'cy="{y(p["prompt"] or 0):.1f}" r="6" fill="#dc2626"/></g>')
         elif p["before"] is not None:
+            over = p["before"] > top
             parts.append(f'<g class="compaction"><title>{_e(title)}, {p["before"]:,} before compaction</title>'
-                         f'<line x1="{x(i):.1f}" y1="{y(p["before"]):.1f}" x2="{x(i):.1f}" '
+                         f'<line x1="{x(i):.1f}" y1="{y(min(p["before"], top)):.1f}" x2="{x(i):.1f}" '
                          f'y2="{y(p["prompt"] or 0):.1f}" stroke="#16a34a" stroke-width="3"/>'
-                         f'<circle cx="{x(i):.1f}" cy="{y(p["prompt"] or 0):.1f}" r="4" fill="#16a34a"/></g>')
+                         f'<circle cx="{x(i):.1f}" cy="{y(p["prompt"] or 0):.1f}" r="4" fill="#16a34a"/>'
+                         + (f'<text x="{x(i) + 4:.1f}" y="{y(top) + 10:.1f}" font-size="10" fill="#16a34a">'
+                            f'\u2191 {short(p["before"])}</text>' if over else "") + '</g>')
         else:
             parts.append(f'<circle cx="{x(i):.1f}" cy="{y(p["prompt"] or 0):.1f}" r="2.5" fill="#2563eb">'
                          f'<title>{_e(title)}</title></circle>')
-    for v in (0, top / 4, top / 2, top * 3 / 4, top / 1.08):
-        parts.append(f'<text x="{PAD - 6}" y="{y(v) + 4:.1f}" text-anchor="end" font-size="10">{short(v)}</text>')
+    for v in ticks(top):
+        parts.append(f'<text class="tick" x="{PAD - 6}" y="{y(v) + 4:.1f}" text-anchor="end" font-size="10">'
+                     f'{short(v)}</text><line x1="{PAD - 3}" y1="{y(v):.1f}" x2="{PAD}" y2="{y(v):.1f}" stroke="#999"/>')
     parts.append(f'<text x="{W / 2}" y="{H - 12}" text-anchor="middle" font-size="11">turn (1 to {n})</text>')
     parts.append("</svg>")
     legend = ('<div class="legend"><span><i class="swatch" style="background:#2563eb"></i>prompt tokens</span>'
