@@ -1,5 +1,6 @@
 """The static report's chart: scaled to what was sent, even ticks, threshold labels apart."""
 
+import itertools
 import math
 import re
 
@@ -13,7 +14,7 @@ def numbers(svg, cls, attr):
 def test_ticks_are_round_and_evenly_spaced():
     for top in (950, 1_080, 21_600, 216_000, 1_131_000, 3_333_333):
         values = ticks(top)
-        steps = {round(b - a, 6) for a, b in zip(values, values[1:])}
+        steps = {round(b - a, 6) for a, b in itertools.pairwise(values)}
         assert values[0] == 0 and len(steps) == 1 and 3 <= len(values) <= 7 and values[-1] <= top
         step = steps.pop()
         assert round(step / 10 ** math.floor(math.log10(step)), 6) in (1, 2, 2.5, 5), step
