@@ -51,7 +51,11 @@ const fmt = {
   share: (x) => (x === null || x === undefined ? "–" : `${(x * 100).toFixed(x < 0.1 ? 1 : 0)}%`),
   usd: (x) => (x === null || x === undefined ? "–" : x < 0.01 && x > 0 ? `$${x.toFixed(4)}` : `$${x.toFixed(2)}`),
   ms: (x) => (x === null || x === undefined ? "–" : x >= 1000 ? `${(x / 1000).toFixed(1)} s` : `${Math.round(x)} ms`),
-  when: (ts) => (ts ? new Date(ts).toLocaleTimeString() : "–"),
+  when: (ts) => {
+    if (!ts) return "–";
+    const d = new Date(ts);
+    return d.toDateString() === new Date().toDateString() ? d.toLocaleTimeString() : d.toLocaleString();
+  },
   short: (id) => (id ? id.slice(0, 8) : "–"),
 };
 
@@ -163,7 +167,7 @@ function timeline(turns, lines, window) {
   turns.forEach((t, i) => {
     const marks = t.marks || [];
     const colour = marks.includes("refusal") ? "#d64545" : marks.includes("compaction") ? "#1d4ed8" :
-      marks.includes("cache_break") ? "#e8a317" : "#3b6fd6";
+      marks.length ? "#e8a317" : "#3b6fd6";
     const r = marks.length ? 6 : 3.5;
     svg.append(s("circle", { cx: x(i), cy: y(t.prompt || 0), r, fill: colour, class: "turn", "data-call": t.id,
                              style: "cursor:pointer", onclick: () => (location.hash = `#/call/${t.id}`) },
@@ -185,7 +189,7 @@ async function viewConversation(id) {
     h("div", { class: "legend" },
       h("span", {}, h("i", { style: "background:#d64545" }), "refusal"),
       h("span", {}, h("i", { style: "background:#1d4ed8" }), "compaction"),
-      h("span", {}, h("i", { style: "background:#e8a317" }), "cache break or alert")),
+      h("span", {}, h("i", { style: "background:#e8a317" }), "alert (threshold, cache break, budget)")),
     data.children.length ? h("p", {}, "Subagents: ", data.children.map((k) =>
       h("a", { href: `#/conversation/${k.id}`, style: "margin-right:1em" }, k.title || fmt.short(k.id)))) : null,
     h("h2", {}, "Turns"),
@@ -304,8 +308,10 @@ async function viewFindings() {
   show(h("h1", {}, "Findings ", h("span", { class: "muted" }, "from the last 24 hours")),
     found.length ? h("div", { id: "findings" }, found.map((f) => h("div", { class: `finding s${f.severity}`, "data-kind": f.kind },
       h("div", { class: "title" }, f.title), h("div", { class: "muted" }, f.detail || ""),
-      f.request_id ? h("a", { href: `#/call/${f.request_id}` }, "the call") : null,
-      f.conversation_id ? [" · ", h("a", { href: `#/conversation/${f.conversation_id}` }, "the conversation")] : null)))
+      h("div", {}, [
+        f.request_id ? h("a", { href: `#/call/${f.request_id}` }, "the call") : null,
+        f.request_id && f.conversation_id ? " · " : null,
+        f.conversation_id ? h("a", { href: `#/conversation/${f.conversation_id}` }, "the conversation") : null]))))
       : h("div", { class: "empty" }, "Nothing to look at: no dominant tool result, unused tool, repeat, cache break or overflow."));
 }
 
