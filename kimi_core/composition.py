@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from kimi_core.dialects.base import LLMRequest, Message
+from kimi_core.providers import ANTHROPIC, BEDROCK_CONVERSE, GEMINI, OPENAI_RESPONSES
+from kimi_core.dialects.base import LLMRequest, Message, as_dict, as_list, as_str
 from kimi_core.tokens import (
     TOKENS_PER_MESSAGE,
     TOKENS_PER_REPLY,
@@ -27,10 +28,11 @@ TOOL_RESULT = "tool_result"
 USER = "user"
 ASSISTANT = "assistant"
 TOOL_CALL = "tool_call"
+THINKING = "thinking"
 MEDIA = "media"
 SCHEMA = "schema"
 FRAMING = "framing"
-KINDS = (SYSTEM, TOOL_DEFINITION, TOOL_RESULT, USER, ASSISTANT, TOOL_CALL, MEDIA, SCHEMA, FRAMING)
+KINDS = (SYSTEM, TOOL_DEFINITION, TOOL_RESULT, USER, ASSISTANT, TOOL_CALL, THINKING, MEDIA, SCHEMA, FRAMING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +46,41 @@ class Part:
         return asdict(self)
 
 
-def composition(request: LLMRequest, counter: TokenCounter) -> tuple[list[Part], str]:
-    """The request's parts, and the encoding they were counted with."""
+def thinking_texts(dialect: str, body: Any) -> dict[int, str]:
+    """The model's earlier thinking that a body sends back, by history index. The parsers count
+    it with its message's text (it is billed as such); the composition shows it apart."""
+    found: dict[int, list[str]] = {}
+    if not isinstance(body, dict):
+        return {}
+    if dialect == ANTHROPIC or dialect == BEDROCK_CONVERSE:
+        for i, message in enumerate(as_list(body.get("messages"))):
+            for block in as_list(as_dict(message).get("content")):
+                block = as_dict(block)
+                if block.get("type") == "thinking":  # Anthropic
+                    found.setdefault(i, []).append(as_str(block.get("thinking")))
+                elif "reasoningContent" in block:  # Bedrock Converse
+                    text = as_dict(as_dict(block["reasoningContent"]).get("reasoningText")).get("text")
+                    found.setdefault(i, []).append(as_str(text))
+    elif dialect == OPENAI_RESPONSES:
+        for i, item in enumerate(as_list(body.get("input"))):
+            item = as_dict(item)
+            if item.get("type") == "reasoning":
+                texts = [as_str(as_dict(x).get("text")) for x in as_list(item.get("summary"))]
+                texts += [as_str(as_dict(x).get("text")) for x in as_list(item.get("content"))]
+                found[i] = [t for t in texts if t]
+    elif dialect == GEMINI:
+        for i, content in enumerate(as_list(body.get("contents"))):
+            for part in as_list(as_dict(content).get("parts")):
+                if as_dict(part).get("thought") is True:
+                    found.setdefault(i, []).append(as_str(as_dict(part).get("text")))
+    return {i: "\n".join(t for t in texts if t) for i, texts in found.items() if any(texts)}
+
+
+def composition(request: LLMRequest, counter: TokenCounter, body: Any = None) -> tuple[list[Part], str]:
+    """The request's parts, and the encoding they were counted with (``body``, the JSON it was
+    parsed from, lets earlier thinking show apart from the rest of its message)."""
     _, used = encoding(wanted_encoding(request.model)[0])
+    thinking = thinking_texts(request.dialect, body)
     parts: list[Part] = []
     framing = TOKENS_PER_REPLY
     if request.system:
@@ -58,13 +92,13 @@ def composition(request: LLMRequest, counter: TokenCounter) -> tuple[list[Part],
     if request.extra:
         parts.append(Part(SCHEMA, "output schema", counter.count_text(request.extra, used)))
     for i, message in enumerate(request.messages):
-        parts.extend(_message_parts(message, i, counter, used))
+        parts.extend(_message_parts(message, i, counter, used, thinking.get(message.index, "")))
         framing += TOKENS_PER_MESSAGE
     parts.append(Part(FRAMING, "message framing", framing))
     return [p for p in parts if p.tokens > 0], used
 
 
-def _message_parts(message: Message, i: int, counter: TokenCounter, used: str) -> list[Part]:
+def _message_parts(message: Message, i: int, counter: TokenCounter, used: str, thinking: str = "") -> list[Part]:
     """A message's parts. Counted whole first, as ``count_request`` counts it, so that the
     parts add up to its count: the newlines joining them go to its text part."""
     whole = counter.count_text(message_text(message), used)
@@ -74,6 +108,8 @@ def _message_parts(message: Message, i: int, counter: TokenCounter, used: str) -
     for call in message.tool_calls:
         parts.append(Part(TOOL_CALL, call.name or "(unnamed tool)",
                           counter.count_text(f"{call.name}\n{call.arguments}", used), i))
+    if thinking:
+        parts.append(Part(THINKING, "thinking", counter.count_text(thinking, used), i))
     if message.media_tokens:
         parts.append(Part(MEDIA, f"{message.images or 1} image(s) or document(s)", message.media_tokens, i))
     rest = whole - sum(p.tokens for p in parts if p.kind != MEDIA)

@@ -228,3 +228,29 @@ def test_a_taken_port_costs_the_dashboard_not_the_traffic(fake, tmp_path):
             assert wait_for(lambda: "dashboard off: cannot listen" in proxy.log())
             assert "dashboard on" not in proxy.log()
 
+
+
+def test_a_compacted_call_links_to_its_original(served):
+    proxy, url, token = served.proxy, served.url, served.token
+    model = tag()
+    listing = "\n".join(f"-rw-r--r-- 1 dev dev {i * 7919 % 100000:>6} Nov 30 12:00 lib/pkg_{i}/module_{i}.py"
+                        for i in range(12_000))  # about 250,000 tokens: over the 50,000-token budget
+    messages = [
+        {"role": "user", "content": "Which module is the largest?"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "Bash",
+                                           "input": {"command": "ls -lR lib"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": listing}]}]
+    anthropic_client(proxy).messages.create(model=model, max_tokens=100, messages=messages)
+    [row] = wait_rows(proxy.db, "model = ?", (model,))
+    assert row["action"] == "compacted"
+    with web(url, token) as api:
+        call = api.get(f"/api/calls/{row['id']}").json()
+        [archive] = call["archives"]
+        assert archive["tool_name"] == "Bash" and archive["kept_tokens"] < archive["original_tokens"]
+        original = api.get(f"/api/archives/{archive['sha256']}")
+        assert original.status_code == 200 and original.headers["content-type"].startswith("text/plain")
+        assert original.text == listing
+        assert api.get(f"/api/archives/{archive['sha256'][:12]}").text == listing
+        assert api.get("/api/archives/0000000000").status_code == 404
+    with web(url) as anonymous:
+        assert anonymous.get(f"/api/archives/{archive['sha256']}").status_code == 401

@@ -167,7 +167,7 @@ def _parsed(conn: sqlite3.Connection, request_id: str):
     if not isinstance(body, dict):
         return None
     try:
-        return parse_request(row[0], body, row[1] or "")
+        return parse_request(row[0], body, row[1] or ""), body
     except Exception:  # noqa: BLE001  (a body the parser cannot read has no composition, nothing more)
         return None
 
@@ -179,8 +179,8 @@ def call(conn: sqlite3.Connection, request_id: str, counter: TokenCounter, lines
     if not rows:
         raise KimiError(f"no call {request_id!r}")
     row = rows[0]
-    request = _parsed(conn, request_id)
-    parts, encoding = composition(request, counter) if request is not None else ([], None)
+    request, body = _parsed(conn, request_id) or (None, None)
+    parts, encoding = composition(request, counter, body) if request is not None else ([], None)
     total = sum(p.tokens for p in parts)
     previous = None
     if row["conversation_id"]:
@@ -188,9 +188,10 @@ def call(conn: sqlite3.Connection, request_id: str, counter: TokenCounter, lines
                             "AND dialect IS NOT NULL ORDER BY ts DESC LIMIT 1",
                             (row["conversation_id"], row["ts"])).fetchone()
         if prev is not None:
-            before = _parsed(conn, prev[0])
+            before, before_body = _parsed(conn, prev[0]) or (None, None)
             if before is not None and request is not None:
-                previous = _growth(prev[0], composition(before, counter)[0], parts, len(before.messages))
+                previous = _growth(prev[0], composition(before, counter, before_body)[0], parts,
+                                   len(before.messages))
     # Its compacted results: those compacted in it, and those it resends as compacted earlier
     # (archived once, under the call that first compacted them), found by their markers.
     prefixes = sorted({m.group(1) for msg in (request.messages if request else ()) for r in msg.tool_results
@@ -300,10 +301,10 @@ def _conversation_findings(conn: sqlite3.Connection, summary: dict[str, Any], co
                     "title": f"{name}: {share:.0%} of the window",
                     "detail": summary.get("outlook") or f"above the {first_line:.0%} line"})
     last = summary.get("last_call")
-    request = _parsed(conn, last) if last else None
+    request, body = (_parsed(conn, last) if last else None) or (None, None)
     if request is None:
         return out
-    parts, _ = composition(request, counter)
+    parts, _ = composition(request, counter, body)
     window = summary.get("context_window")
     for g in summarise([p for p in parts if p.kind == TOOL_RESULT]):
         if window and g["tokens"] >= DOMINANT_SHARE * window:

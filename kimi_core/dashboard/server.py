@@ -34,7 +34,8 @@ import tornado.web
 import tornado.websocket
 
 from kimi_core.dashboard import api
-from kimi_core.errors import KimiError
+from kimi_core.errors import KimiError, StoreError
+from kimi_core.store.read import load_archive
 from kimi_core.tokens import TokenCounter
 
 logger = logging.getLogger(__name__)
@@ -132,6 +133,7 @@ class Dashboard:
             (r"/api/conversations/([A-Za-z0-9_.:-]+)", Conversation, args),
             (r"/api/alerts", Alerts, args),
             (r"/api/findings", Findings, args),
+            (r"/api/archives/([0-9a-fA-F]{4,64})", Archive, args),
             (r"/api/memories", Memories, args),
             (r"/api/memories/(\d+)", Memory, args),
             (r"/ws", Socket, args),
@@ -294,6 +296,21 @@ class Findings(Authenticated):
     async def get(self) -> None:
         hours = self.int_arg("hours", 24)
         await self.read(api.findings, self.dashboard.reader.counter, self.dashboard.lines(), hours * 60)
+
+
+class Archive(Authenticated):
+    """The original of a compacted tool result (as stored: credentials removed), as plain text."""
+
+    async def get(self, digest: str) -> None:
+        try:
+            data = await self.dashboard.reader.run(load_archive, digest)
+        except StoreError as e:
+            raise tornado.web.HTTPError(404, reason=str(e)) from None
+        except sqlite3.DatabaseError as e:
+            raise tornado.web.HTTPError(503, reason=f"cannot read the database: {e}") from None
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.set_header("Content-Disposition", f'inline; filename="{digest[:12]}.txt"')
+        self.finish(data)
 
 
 class Memories(Authenticated):

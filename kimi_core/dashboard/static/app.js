@@ -6,11 +6,11 @@
 const SVGNS = "http://www.w3.org/2000/svg";
 const KIND_COLOURS = {
   system: "#b9c7e8", tool_definition: "#d7c6ef", tool_result: "#f6c48f", user: "#a7dcc0",
-  assistant: "#9fd0ea", tool_call: "#c7e59f", media: "#f3a6b5", schema: "#e2d7a8", framing: "#dfe2e8",
+  assistant: "#9fd0ea", tool_call: "#c7e59f", thinking: "#f0d9a0", media: "#f3a6b5", schema: "#e2d7a8", framing: "#dfe2e8",
 };
 const KIND_NAMES = {
   system: "system prompt", tool_definition: "tool definitions", tool_result: "tool results", user: "user messages",
-  assistant: "assistant messages", tool_call: "tool calls", media: "images and documents", schema: "output schema",
+  assistant: "assistant messages", tool_call: "tool calls", thinking: "thinking sent back", media: "images and documents", schema: "output schema",
   framing: "message framing",
 };
 const state = { unread: 0, view: null, refresh: null, lastAlertSeen: null };
@@ -297,7 +297,8 @@ async function viewCall(id) {
                                   h("th", {}, "original (lossless)"))),
       h("tbody", {}, data.archives.map((a) => h("tr", {}, h("td", {}, a.tool_name || "–"),
         h("td", { class: "num" }, fmt.int(a.original_tokens)), h("td", { class: "num" }, fmt.int(a.kept_tokens)),
-        h("td", {}, h("code", {}, `kimi-proxy restore ${a.sha256.slice(0, 12)}`))))))] : null,
+        h("td", {}, h("a", { href: `/api/archives/${a.sha256}`, target: "_blank", rel: "noopener", class: "original" },
+                      "open the original"), " · ", h("code", {}, `kimi-proxy restore ${a.sha256.slice(0, 12)}`))))))] : null,
     data.alerts.length ? [h("h2", {}, "Alerts"), alertList(data.alerts)] : null);
 }
 
