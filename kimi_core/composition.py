@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from kimi_core.providers import ANTHROPIC, BEDROCK_CONVERSE, GEMINI, OPENAI_RESPONSES
 from kimi_core.dialects.base import LLMRequest, Message, as_dict, as_list, as_str
+from kimi_core.providers import ANTHROPIC, BEDROCK_CONVERSE, GEMINI, OPENAI_RESPONSES
 from kimi_core.tokens import (
     TOKENS_PER_MESSAGE,
     TOKENS_PER_REPLY,
