@@ -280,6 +280,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run.run(command, Path(args.db), Path(args.confdir), args.session, args.proxy_arg)
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from kimi_core import run
+
+    url = run.dashboard_url(Path(args.db).expanduser().resolve())
+    if url is None:
+        raise KimiError(f"no running proxy serves a dashboard for {args.db} (start one: "
+                        "scripts/run mitmdump -s addons/kimi.py; kimi_web_port=0 turns it off)")
+    print(url)
+    return 0
+
+
 def cmd_mcp(args: argparse.Namespace) -> int:
     from kimi_core import retrieval  # the MCP SDK: only when asked for
     retrieval.serve(Path(args.db))
@@ -377,6 +388,8 @@ def parser() -> argparse.ArgumentParser:
                    help="an argument for a proxy started here (repeat: --proxy-arg=--set "
                         "--proxy-arg=kimi_budget_daily_usd=5)")
     c.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+    command("dashboard", cmd_dashboard, "print the address of the running proxy's live dashboard "
+            "(token included)", listing=False)
     command("mcp", cmd_mcp, "an MCP server (stdio) whose tool kimi_original lets an agent's model read what "
             "compaction left out", listing=False)
     c = command("doctor", cmd_doctor, "check CA trust, the database, the config and the tokenizers")

@@ -31,6 +31,7 @@ from typing import Any
 from kimi_core.errors import KimiError
 
 STATE = "proxy.json"
+DASHBOARD = "dashboard.json"  # where the proxy's dashboard listens, and its token (private, like the database)
 BUNDLE = "ca-bundle.pem"
 START_TIMEOUT = 60.0
 ADDON = Path(__file__).resolve().parent.parent / "addons" / "kimi.py"
@@ -39,19 +40,19 @@ ADDON = Path(__file__).resolve().parent.parent / "addons" / "kimi.py"
 # -- the proxy's side: where it listens --------------------------------------------------------------
 
 
-def announce(db: Path, port: int, confdir: Path) -> None:
+def announce(db: Path, port: int, confdir: Path, name: str = STATE, **more: Any) -> None:
     """Say where this proxy listens, next to its database (private, written whole)."""
-    state = db.parent / STATE
-    tmp = state.with_name(f".{STATE}.{os.getpid()}")
+    state = db.parent / name
+    tmp = state.with_name(f".{name}.{os.getpid()}")
     fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump({"pid": os.getpid(), "port": port, "confdir": str(confdir), "db": str(db)}, f)
+        json.dump({"pid": os.getpid(), "port": port, "confdir": str(confdir), "db": str(db), **more}, f)
     os.replace(tmp, state)
 
 
-def withdraw(db: Path) -> None:
+def withdraw(db: Path, name: str = STATE) -> None:
     """This proxy stops: forget it, unless another one has taken its place."""
-    state = db.parent / STATE
+    state = db.parent / name
     with contextlib.suppress(OSError, ValueError):
         if json.loads(state.read_text()).get("pid") == os.getpid():
             state.unlink()
@@ -76,16 +77,29 @@ def _listening(port: int) -> bool:
     return False
 
 
-def running_proxy(db: Path) -> dict[str, Any] | None:
-    """The proxy writing to ``db``, if one runs and answers."""
+def running_proxy(db: Path, name: str = STATE) -> dict[str, Any] | None:
+    """The proxy writing to ``db``, if one runs and answers (``DASHBOARD``: its dashboard)."""
     try:
-        state = json.loads((db.parent / STATE).read_text())
+        state = json.loads((db.parent / name).read_text())
         pid, port = int(state["pid"]), int(state["port"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if not _alive(pid) or not _listening(port):
         return None
     return state
+
+
+def dashboard_url(db: Path) -> str | None:
+    """The address (token included) of the dashboard of the proxy writing to ``db``, if it serves one."""
+    state = running_proxy(db, DASHBOARD)
+    return f"{state['url']}?token={state['token']}" if state and state.get("url") and state.get("token") else None
+
+
+def wait_for_dashboard(db: Path, timeout: float) -> str | None:
+    deadline = time.monotonic() + timeout
+    while (url := dashboard_url(db)) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return url
 
 
 def start_proxy(db: Path, confdir: Path, log: Path,
@@ -187,6 +201,8 @@ def run(command: list[str], db: Path, confdir: Path, session: str | None, proxy_
         env = environment(dict(os.environ), int(state["port"]), ca, bundle(ca, db.parent), name)
         print(f"kimi-proxy: {' '.join(command)} → Kimi on 127.0.0.1:{state['port']}, session {name!r}",
               file=sys.stderr)
+        if dashboard := wait_for_dashboard(db, 0.5):
+            print(f"kimi-proxy: dashboard on {dashboard}", file=sys.stderr)
         try:
             child = subprocess.Popen(command, env=env)
         except OSError as e:

@@ -4,6 +4,8 @@ SDKs for traffic; its API and its security over plain HTTP and WebSocket clients
 import json
 import socket
 import sqlite3
+import subprocess
+import sys
 import time
 import uuid
 from typing import NamedTuple
@@ -254,3 +256,19 @@ def test_a_compacted_call_links_to_its_original(served):
         assert api.get("/api/archives/0000000000").status_code == 404
     with web(url) as anonymous:
         assert anonymous.get(f"/api/archives/{archive['sha256']}").status_code == 401
+
+
+def kimi_proxy(db, *args):
+    return subprocess.run([sys.executable, "-m", "kimi_core.cli", "--db", str(db), *args],
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_kimi_proxy_dashboard_prints_the_address_while_the_proxy_runs(fake, tmp_path):
+    with Mitmdump(tmp_path, upstream_port=fake.port, options={"kimi_web_port": str(free_port())}) as proxy:
+        url, token = proxy.dashboard()
+        out = kimi_proxy(proxy.db, "dashboard")
+        assert out.returncode == 0 and out.stdout.strip() == f"{url}?token={token}"
+        assert oct((proxy.db.parent / "dashboard.json").stat().st_mode & 0o777) == "0o600"
+    out = kimi_proxy(proxy.db, "dashboard")
+    assert out.returncode == 1 and "no running proxy serves a dashboard" in out.stderr
+    assert not (proxy.db.parent / "dashboard.json").exists()

@@ -19,6 +19,7 @@ from kimi_core.dashboard import api
 from kimi_core.dashboard.server import Dashboard
 from kimi_core.guard import parse_ratio, parse_ratios
 from kimi_core.proxy.context import KimiContext
+from kimi_core.run import DASHBOARD, announce, withdraw
 from kimi_core.store.records import AlertRecord, RequestRecord
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class KimiDashboard:
         self.dashboard: Dashboard | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running = False
+        self._db: Path | None = None
         kimi.written.append(self._written)
 
     def load(self, loader) -> None:
@@ -96,11 +98,19 @@ class KimiDashboard:
             return
         self.dashboard = dashboard
         logger.info("kimi: dashboard on %s?token=%s", dashboard.url, token)
+        self._db = Path(ctx.options.kimi_db).expanduser()
+        try:  # for kimi-proxy dashboard and kimi-proxy run, which print the address
+            announce(self._db, dashboard.port, Path(ctx.options.confdir).expanduser(), DASHBOARD,
+                     url=dashboard.url, token=token)
+        except OSError as e:
+            logger.warning("kimi: cannot write the dashboard's address next to the database: %s", e)
 
     def _stop(self) -> None:
         if self.dashboard is not None:
             self.dashboard.stop()
             self.dashboard = None
+            if self._db is not None:
+                withdraw(self._db, DASHBOARD)
 
     def _written(self, records: list[Any]) -> None:
         """In the store's thread: hand what was written to the event loop, which pushes it."""
