@@ -61,7 +61,7 @@ def test_schema_after_migrating(tmp_path):
                                   "tool_name", "created_at"]
     assert [n for (n,) in db.execute("SELECT name FROM _sqlite_migrations")] == [
         "001_initial", "002_context_guard", "003_archives", "004_compaction", "005_memories",
-        "006_calibration_overhead", "007_conversations_and_agents", "008_cost"]
+        "006_calibration_overhead", "007_conversations_and_agents", "008_cost", "009_conversation_timeline"]
     assert tables["memories"] == ["id", "created_at", "last_seen", "session_id", "provider", "kind", "content",
                                   "source_text", "confidence", "count"]
 
