@@ -272,3 +272,36 @@ def test_kimi_proxy_dashboard_prints_the_address_while_the_proxy_runs(fake, tmp_
     out = kimi_proxy(proxy.db, "dashboard")
     assert out.returncode == 1 and "no running proxy serves a dashboard" in out.stderr
     assert not (proxy.db.parent / "dashboard.json").exists()
+
+
+def test_findings_name_repeats_overflows_and_cache_breaks(served):
+    proxy, url, token = served.proxy, served.url, served.token
+    model = tag()
+    output = "\n".join(f"FAILED tests/test_{i}.py::test_case - AssertionError: expected {i}" for i in range(40))
+    messages = [{"role": "user", "content": "Run the tests twice."}]
+    for n in (1, 2):
+        messages += [
+            {"role": "assistant", "content": [{"type": "tool_use", "id": f"t{n}", "name": "Bash",
+                                               "input": {"command": "pytest"}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": f"t{n}", "content": output}]}]
+    anthropic_client(proxy).messages.create(model=model, max_tokens=100, messages=messages)
+    [repeated] = wait_rows(proxy.db, "model = ?", (model,))
+    # A conversation past the first alert line of its window (75% of "small"'s 2,000 tokens).
+    openai_client(proxy).chat.completions.create(
+        model="small", messages=[{"role": "user", "content": "lorem ipsum dolor sit amet " * 300}])
+    [near] = wait_rows(proxy.db, "model = 'small' AND action = 'passed'")
+    assert near["window_share"] >= 0.75
+    db = sqlite3.connect(proxy.db)
+    db.execute("INSERT INTO alerts (ts, session_id, request_id, level, kind, message) VALUES "
+               "(strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), NULL, ?, 0.9, 'cache_break', 'the system prompt changed')",
+               (repeated["id"],))
+    db.commit()
+    with web(url, token) as api:
+        found = api.get("/api/findings").json()
+    kinds = {(f["kind"], f.get("conversation_id")) for f in found}
+    assert ("repeated_tool_results", repeated["conversation_id"]) in kinds
+    assert next(f for f in found if f["kind"] == "repeated_tool_results"
+                and f["conversation_id"] == repeated["conversation_id"])["count"] == 2
+    assert ("overflow", near["conversation_id"]) in kinds
+    assert any(f["kind"] == "cache_breaks" for f in found)
+    assert [f["severity"] for f in found] == sorted((f["severity"] for f in found), reverse=True)
