@@ -20,6 +20,7 @@ from kimi_core.proxy import (
     KimiConversations,
     KimiDashboard,
     KimiGuard,
+    KimiHints,
     KimiMemory,
     KimiMeter,
     KimiMetrics,
@@ -36,6 +37,7 @@ recorder = KimiRecorder(kimi)
 calls = [
     KimiTraffic(kimi),
     KimiSessions(kimi),
+    KimiHints(kimi),  # before the meter: what is counted and sent has the hints
     KimiMeter(kimi),
     KimiConversations(kimi),
     KimiBudgets(kimi),

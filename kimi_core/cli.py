@@ -21,6 +21,7 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -53,7 +54,7 @@ def connect(path: str) -> sqlite3.Connection:
         columns = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
     except sqlite3.DatabaseError as e:
         raise KimiError(f"{db} is not a Kimi Proxy database ({e})") from None
-    if "cost_usd" not in columns:
+    if not {"cost_usd", "project"} <= columns:
         raise KimiError(f"{db} was written by an older Kimi Proxy: start the proxy once "
                         "(mitmdump -s addons/kimi.py) and it is upgraded in place")
     return conn
@@ -220,9 +221,22 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
 
 def cmd_memories(args: argparse.Namespace) -> int:
-    rows = queries.memories(connect(args.db), args.kind)
+    if args.forget:
+        if not args.ids:
+            raise KimiError("kimi-proxy memories forget ID [ID...]: which ones? (kimi-proxy memories lists them)")
+        connect(args.db).close()  # a Kimi database, upgraded
+        with contextlib.closing(sqlite3.connect(Path(args.db).expanduser(), timeout=10)) as conn, conn:
+            gone = [i for i in args.ids if conn.execute("DELETE FROM memories WHERE id = ?", (i,)).rowcount]
+        missing = sorted(set(args.ids) - set(gone))
+        if gone:
+            print(f"forgotten: {', '.join(map(str, gone))} (a running proxy stops hinting them within seconds)")
+        if missing:
+            raise KimiError(f"no memory {', '.join(map(str, missing))}")
+        return 0
+    rows = queries.memories(connect(args.db), args.kind, args.project)
     return emit(rows, args, {
-        "kind": lambda r: r["kind"], "content": lambda r: r["content"], "count": lambda r: r["count"],
+        "id": lambda r: r["id"], "kind": lambda r: r["kind"], "content": lambda r: r["content"],
+        "project": lambda r: r["project"] or "", "count": lambda r: r["count"],
         "confidence": lambda r: f"{r['confidence']:.2f}", "last seen": lambda r: _when(r["last_seen"]),
     }, "no memories yet")
 
@@ -368,8 +382,12 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--since", help="30m, 2h, 7d or a date")
     c = command("alerts", cmd_alerts, "context-window alerts, newest first")
     c.add_argument("--limit", type=count, default=50)
-    c = command("memories", cmd_memories, "what users told their agents about themselves")
+    c = command("memories", cmd_memories, "what users told their agents about themselves "
+                "(kimi-proxy memories forget ID... deletes some)")
     c.add_argument("--kind", choices=("preference", "intention", "constraint"))
+    c.add_argument("--project", help="only those said in this project (a working directory)")
+    c.add_argument("forget", nargs="?", choices=("forget",), help="forget the memories whose ids follow")
+    c.add_argument("ids", nargs="*", type=int, help="ids of the memories to forget")
     c = command("show", cmd_show, "print a stored request body (or its response)", listing=False)
     c.add_argument("request_id", help="a request id, or the start of one")
     c.add_argument("--response", action="store_true", help="the response instead of the request")

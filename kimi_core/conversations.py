@@ -68,6 +68,7 @@ class Conversation:
     waiting_tool: bool = False  # its last answer asked the agent to run a tool
     seqs: set[int] = field(default_factory=set)
     response_ids: list[str] = field(default_factory=list)
+    project: str | None = None  # the working directory its agent named (kimi_core.projects)
 
 
 @dataclass(frozen=True, slots=True)

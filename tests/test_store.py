@@ -46,14 +46,14 @@ def test_schema_after_migrating(tmp_path):
         "completion_tokens", "cached_tokens", "ttfb_ms", "duration_ms", "action", "error"]
     assert {"request_body", "response_body", "messages"} <= set(tables["requests"])
     assert tables["blobs"] == ["hash", "size", "data", "created_at", "last_used"]
-    assert tables["requests"][-18:] == ["context_window", "window_source", "calibration_factor",
+    assert tables["requests"][-20:] == ["context_window", "window_source", "calibration_factor",
                                         "prompt_tokens_cal", "window_share",
                                         "tokens_before", "tokens_after", "compacted_results",
                                         "calibration_overhead", "transport", "agent", "agent_version",
                                         "conversation_id", "cache_write_tokens", "reasoning_tokens",
-                                        "cost_usd", "cost_note", "saved_usd"]
+                                        "cost_usd", "cost_note", "saved_usd", "project", "hints"]
     assert tables["conversations"] == ["id", "session_id", "agent", "agent_version", "parent_id", "started_at",
-                                       "title", "first_request_id"]
+                                       "title", "first_request_id", "project"]
     assert tables["alerts"] == ["id", "ts", "session_id", "request_id", "level", "kind", "message"]
     assert tables["calibration"] == ["model", "ratios", "factor", "updated_at", "samples", "overhead"]
     assert tables["learned_windows"] == ["model", "context_window", "learned_at", "message"]
@@ -61,9 +61,10 @@ def test_schema_after_migrating(tmp_path):
                                   "tool_name", "created_at"]
     assert [n for (n,) in db.execute("SELECT name FROM _sqlite_migrations")] == [
         "001_initial", "002_context_guard", "003_archives", "004_compaction", "005_memories",
-        "006_calibration_overhead", "007_conversations_and_agents", "008_cost", "009_conversation_timeline"]
+        "006_calibration_overhead", "007_conversations_and_agents", "008_cost", "009_conversation_timeline",
+        "010_projects"]
     assert tables["memories"] == ["id", "created_at", "last_seen", "session_id", "provider", "kind", "content",
-                                  "source_text", "confidence", "count"]
+                                  "source_text", "confidence", "count", "project"]
 
 
 def test_upgrading_a_database_of_the_first_schema_keeps_its_rows(tmp_path):

@@ -32,7 +32,7 @@ MARKER_SHA = re.compile(r"the original is kept, sha ([0-9a-f]{12})")  # compacti
 ROW_COLUMNS = """id, ts, session_id, conversation_id, agent, provider, model, dialect, transport, status_code,
     streamed, prompt_tokens_est, prompt_tokens_cal, prompt_tokens, completion_tokens, cached_tokens,
     cache_write_tokens, reasoning_tokens, context_window, window_share, action, tokens_before, tokens_after,
-    compacted_results, cost_usd, saved_usd, ttfb_ms, duration_ms, error, messages"""
+    compacted_results, cost_usd, saved_usd, ttfb_ms, duration_ms, error, messages, project, hints"""
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def now(conn: sqlite3.Connection, lines: Lines, minutes: float = ACTIVE_MINUTES,
 
 
 def conversation_summary(conn: sqlite3.Connection, cid: str, lines: Lines) -> dict[str, Any]:
-    meta = _rows(conn, "SELECT id, session_id, agent, agent_version, parent_id, started_at, title "
+    meta = _rows(conn, "SELECT id, session_id, agent, agent_version, parent_id, started_at, title, project "
                        "FROM conversations WHERE id = ?", (cid,))
     agg = _rows(conn, """
         SELECT count(*) AS calls, sum(cost_usd) AS cost_usd, sum(cost_usd IS NULL) AS unpriced,
@@ -206,7 +206,7 @@ def call(conn: sqlite3.Connection, request_id: str, counter: TokenCounter, lines
     alerts = _rows(conn, "SELECT id, ts, kind, level, message FROM alerts WHERE request_id = ? ORDER BY id",
                    (request_id,))
     return {
-        "call": row | {"prompt": prompt_of(row)},
+        "call": row | {"prompt": prompt_of(row), "hints": json.loads(row["hints"]) if row.get("hints") else []},
         "composition": {
             "encoding": encoding,
             "tokens": total,
@@ -247,10 +247,11 @@ def alerts(conn: sqlite3.Connection, limit: int = 100, after_id: int | None = No
 def memories(conn: sqlite3.Connection, query: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
     where, params = "", []
     if query:
-        where = "WHERE content LIKE '%' || ? || '%' OR source_text LIKE '%' || ? || '%' OR kind = ?"
-        params = [query, query, query]
+        where = ("WHERE content LIKE '%' || ? || '%' OR source_text LIKE '%' || ? || '%' OR kind = ? "
+                 "OR project LIKE '%' || ? || '%'")
+        params = [query, query, query, query]
     return _rows(conn, f"SELECT id, kind, content, source_text, count, confidence, created_at, last_seen, "
-                       f"session_id, provider FROM memories {where} ORDER BY last_seen DESC LIMIT ?",
+                       f"session_id, provider, project FROM memories {where} ORDER BY last_seen DESC LIMIT ?",
                  [*params, limit])
 
 

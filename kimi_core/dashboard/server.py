@@ -101,7 +101,9 @@ class Reader:
 class Dashboard:
     """The server and what its pages read. ``publish`` pushes an event to every open page."""
 
-    def __init__(self, db: Path, token: str, host: str, port: int, lines: Callable[[], api.Lines]) -> None:
+    def __init__(self, db: Path, token: str, host: str, port: int, lines: Callable[[], api.Lines],
+                 forgotten: Callable[[int], None] = lambda memory_id: None) -> None:
+        self.forgotten = forgotten  # told of a memory forgotten here (the hints leave it out at once)
         self.token = token
         self.host = host
         self.port = port
@@ -334,6 +336,7 @@ class Memory(Authenticated):
             return
         if not gone:
             raise tornado.web.HTTPError(404, reason="No such memory")
+        self.dashboard.forgotten(int(memory_id))
         logger.info("kimi: memory %s forgotten (dashboard)", memory_id)
         self.send({"forgotten": int(memory_id)})
 

@@ -13,6 +13,7 @@ from kimi_core.proxy.context import KimiContext, LLMCall
 from kimi_core.proxy.conversations import KimiConversations
 from kimi_core.proxy.dashboard import KimiDashboard
 from kimi_core.proxy.guard import KimiGuard
+from kimi_core.proxy.hints import KimiHints
 from kimi_core.proxy.memory import KimiMemory
 from kimi_core.proxy.meter import KimiMeter
 from kimi_core.proxy.metrics import KimiMetrics
@@ -22,5 +23,5 @@ from kimi_core.proxy.traffic import KimiTraffic
 from kimi_core.proxy.view import KimiView
 from kimi_core.proxy.websocket import KimiWebSocket
 
-__all__ = ["KimiBudgets", "KimiCompactor", "KimiContext", "KimiConversations", "KimiDashboard", "KimiGuard", "KimiMemory", "KimiMeter", "KimiMetrics", "KimiRecorder",
+__all__ = ["KimiBudgets", "KimiCompactor", "KimiContext", "KimiConversations", "KimiDashboard", "KimiGuard", "KimiHints", "KimiMemory", "KimiMeter", "KimiMetrics", "KimiRecorder",
            "KimiSessions", "KimiTraffic", "KimiView", "KimiWebSocket", "LLMCall"]

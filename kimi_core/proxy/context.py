@@ -32,6 +32,7 @@ from kimi_core.cost import Prices
 from kimi_core.dialects.base import Reply
 from kimi_core.forecast import Forecast
 from kimi_core.guard import Calibration, Decision, Fit
+from kimi_core.hints import Book
 from kimi_core.metrics import Metrics
 from kimi_core.providers import Route
 from kimi_core.redact import redact_text
@@ -85,6 +86,9 @@ class LLMCall:
     # sent it (``analysis`` is then that of the body sent on), and what was done.
     original: Analysis | None = None
     compaction: Rewritten | None = None
+    controls: dict[str, str] = field(default_factory=dict)  # its X-Kimi-* headers (removed before sending)
+    project: str | None = None  # the working directory its agent named, when read before its conversation
+    hints: list[dict[str, Any]] | None = None  # the memories added to its system prompt (kimi_memory_hints)
 
     @property
     def refused(self) -> bool:
@@ -205,6 +209,7 @@ class KimiContext:
         self.parser = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kimi-parse")
         self.analyser = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kimi-analyse")
         self.store: Store | None = None
+        self.book = Book()  # what is remembered, for the memory hints
         # Called in the store's thread with each batch of records once committed.
         self.written: list[Callable[[list[Any]], None]] = []
         self.metrics = Metrics(lambda: self.store)

@@ -17,6 +17,7 @@ from mitmproxy import http
 from kimi_core import agents
 from kimi_core.analysis import Analysis, digest
 from kimi_core.conversations import Facts, Placed
+from kimi_core.projects import project_of
 from kimi_core.proxy.context import KimiContext, LLMCall
 from kimi_core.redact import printable, redact_text
 from kimi_core.store import ConversationRecord
@@ -81,11 +82,12 @@ class KimiConversations:
             self._cache_break(flow, call, result, placed)
         if placed.new:
             placed.conversation.title = title(first.text) if first is not None else ""
+            placed.conversation.project = project_of(request)
             if self.kimi.store is not None:
                 self.kimi.store.submit(ConversationRecord(
                     placed.conversation.id, call.session.id if call.session else None, client.agent, client.version,
                     placed.conversation.parent_id, now_iso(flow.request.timestamp_start), placed.conversation.title,
-                    flow.id))
+                    flow.id, placed.conversation.project))
         if call.reply is not None:  # the answer came before the body was parsed
             self.kimi.conversations.answered(placed.conversation, call.reply.tool_calls, call.reply.id)
 

@@ -88,7 +88,7 @@ class KimiDashboard:
             return
         token = ctx.options.kimi_web_token or secrets.token_urlsafe(24)
         dashboard = Dashboard(Path(ctx.options.kimi_db).expanduser(), token, ctx.options.kimi_web_host, port,
-                              self._lines)
+                              self._lines, self.kimi.book.forget)
         try:
             dashboard.start()
         except OSError as e:

@@ -54,6 +54,14 @@ class Job:
     session_id: str | None
     provider: str
     text: str
+    call: LLMCall | None = None  # its project is read from the call's conversation once placed
+
+    @property
+    def project(self) -> str | None:
+        call = self.call
+        if call is None:
+            return None
+        return (call.conversation.project if call.conversation is not None else None) or call.project
 
 
 class Abandoned(Exception):
@@ -256,7 +264,7 @@ class KimiMemory:
                 self._seen.popitem(last=False)
             try:
                 # Credentials out before anything reads or normalises the text (memories are lower-cased).
-                self.queue.put_nowait(Job(session, call.provider, redact_text(message.text[:memory.MAX_TEXT])))
+                self.queue.put_nowait(Job(session, call.provider, redact_text(message.text[:memory.MAX_TEXT]), call))
             except asyncio.QueueFull:
                 self.kimi.metrics.memory_dropped.inc()
         self.kimi.metrics.memory_queue.set(self.queue.qsize())
@@ -329,7 +337,8 @@ class KimiMemory:
                 metrics.memory_confidence.observe(m.confidence)
                 if store is not None:
                     store.submit(MemoryRecord(job.session_id, job.provider, m.kind, m.content,
-                                                        m.source_text, m.confidence))
+                                              m.source_text, m.confidence, job.project))
+                self.kimi.book.add(m.kind, m.content, job.project)
 
     async def _ask(self, words: str) -> list[memory.Memory] | None:
         """The language model's reading of ``words``; None (and the rules decide) if it fails."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import logging
 import time
 from typing import Any
@@ -78,6 +79,8 @@ def request_row(flow: http.HTTPFlow, call: LLMCall) -> dict[str, Any]:
         "agent": call.client.agent if call.client else None,
         "agent_version": call.client.version if call.client else None,
         "conversation_id": call.conversation.id if call.conversation else None,
+        "project": (call.conversation.project if call.conversation else None) or call.project,
+        "hints": json.dumps(call.hints, ensure_ascii=False) if call.hints else None,
         "cache_write_tokens": usage.cache_write_tokens if usage else None,
         "reasoning_tokens": usage.reasoning_tokens if usage else None,
         "request_bytes": len(flow.request.raw_content or b""),

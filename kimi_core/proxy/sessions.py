@@ -96,8 +96,8 @@ class KimiSessions:
         call = self.kimi.call(flow)
         if call is None:
             return
-        pinned = strip_control_headers(flow.request.headers).get(SESSION_HEADER.lower(), "").strip() \
-            or self._by_client.get(flow.client_conn.id, "")
+        call.controls = strip_control_headers(flow.request.headers)
+        pinned = call.controls.get(SESSION_HEADER.lower(), "").strip() or self._by_client.get(flow.client_conn.id, "")
         session, is_new = self.tracker.assign(call.provider, time.time(), pinned or None)
         call.session = session
         if is_new:

@@ -213,3 +213,17 @@ def m009_conversation_timeline(db: Database) -> None:
     """A conversation's calls in order, read from the index alone (the dashboard's timeline and gauges)."""
     db["requests"].create_index(["conversation_id", "ts"], index_name="idx_requests_conversation_ts",
                                 if_not_exists=True)
+
+
+@migrations(name="010_projects")
+def m010_projects(db: Database) -> None:
+    """The project (working directory) of each call, conversation and memory (``kimi_core.projects``);
+    what memory hints were added to a call (``kimi_memory_hints``)."""
+    db["requests"].add_column("project", str)
+    db["requests"].add_column("hints", str)  # JSON list of the memories added to its system prompt
+    db["conversations"].add_column("project", str)
+    # '' rather than NULL for "no project": the unique index must hold across it.
+    db.execute("ALTER TABLE memories ADD COLUMN project TEXT NOT NULL DEFAULT ''")
+    db.execute("DROP INDEX IF EXISTS idx_memories_kind_content")
+    db["memories"].create_index(["kind", "content", "project"], unique=True,
+                                index_name="idx_memories_kind_content_project")

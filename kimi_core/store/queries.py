@@ -195,7 +195,14 @@ def alerts(conn: sqlite3.Connection, limit: int = 50) -> list[dict[str, Any]]:
                        "ORDER BY ts DESC LIMIT ?", (limit,))
 
 
-def memories(conn: sqlite3.Connection, kind: str | None = None) -> list[dict[str, Any]]:
-    where, params = ("WHERE kind = ?", (kind,)) if kind else ("", ())
-    return _rows(conn, f"SELECT kind, content, count, confidence, last_seen, session_id AS session, provider, "
-                       f"source_text FROM memories {where} ORDER BY last_seen DESC", params)
+def memories(conn: sqlite3.Connection, kind: str | None = None, project: str | None = None) -> list[dict[str, Any]]:
+    clauses, params = [], []
+    if kind:
+        clauses.append("kind = ?")
+        params.append(kind)
+    if project:
+        clauses.append("project = ?")
+        params.append(project.rstrip("/") or "/")
+    where = "WHERE " + " AND ".join(clauses) if clauses else ""
+    return _rows(conn, f"SELECT id, kind, content, project, count, confidence, last_seen, session_id AS session, "
+                       f"provider, source_text FROM memories {where} ORDER BY last_seen DESC", params)

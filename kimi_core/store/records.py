@@ -35,6 +35,7 @@ class ConversationRecord:
     started_at: str
     title: str
     first_request_id: str
+    project: str | None = None
 
 
 @dataclass(slots=True)
@@ -78,6 +79,7 @@ class MemoryRecord:
     content: str
     source_text: str
     confidence: float
+    project: str | None = None  # the working directory of the conversation it was said in
 
 
 @dataclass(slots=True)

@@ -352,9 +352,9 @@ class Store:
                          (r.id, r.name, r.provider, r.started_at, r.mode))
         elif isinstance(r, ConversationRecord):
             conn.execute("INSERT OR IGNORE INTO conversations (id, session_id, agent, agent_version, parent_id, "
-                         "started_at, title, first_request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                         "started_at, title, first_request_id, project) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                          (r.id, r.session_id, r.agent, r.agent_version, r.parent_id, r.started_at,
-                          redact_text(r.title), r.first_request_id))
+                          redact_text(r.title), r.first_request_id, r.project))
         elif isinstance(r, AlertRecord):
             conn.execute("INSERT INTO alerts (ts, session_id, request_id, level, kind, message) VALUES (?, ?, ?, ?, ?, ?)",
                          (r.ts, r.session_id, r.request_id, r.level, r.kind, redact_text(r.message)))
@@ -376,10 +376,11 @@ class Store:
             # The same statement again: counted, not repeated.
             conn.execute(
                 "INSERT INTO memories (created_at, last_seen, session_id, provider, kind, content, source_text, "
-                "confidence, count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT (kind, content) DO UPDATE SET "
+                "confidence, count, project) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?) "
+                "ON CONFLICT (kind, content, project) DO UPDATE SET "
                 "count = count + 1, last_seen = excluded.last_seen, confidence = max(confidence, excluded.confidence)",
                 (stamp, stamp, r.session_id, r.provider, r.kind, redact_text(r.content), redact_text(r.source_text),
-                 r.confidence))
+                 r.confidence, r.project or ""))
         elif isinstance(r, WindowRecord):
             conn.execute("INSERT OR REPLACE INTO learned_windows (model, context_window, learned_at, message) "
                          "VALUES (?, ?, ?, ?)", (r.model, r.context_window, stamp, redact_text(r.message)))
