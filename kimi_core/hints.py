@@ -222,8 +222,11 @@ class Book:
         m = Remembered(None, kind, redact_text(content), project or "", today or datetime.date.today())
         self._items.setdefault(m.key(), m)
 
-    def forget(self, memory_id: int) -> None:
-        self._items = {k: m for k, m in self._items.items() if m.id != memory_id}
+    def forget(self, memory_id: int | None = None, key: tuple[str, str, str] | None = None) -> None:
+        """Out of every block made from now on: by its id, or by what it says (a memory read from a
+        message a moment ago has no id here until the next reading of the database)."""
+        self._items = {k: m for k, m in self._items.items()
+                       if not (memory_id is not None and m.id == memory_id) and k != key}
 
     def __iter__(self):
         return iter(list(self._items.values()))

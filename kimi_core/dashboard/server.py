@@ -102,7 +102,7 @@ class Dashboard:
     """The server and what its pages read. ``publish`` pushes an event to every open page."""
 
     def __init__(self, db: Path, token: str, host: str, port: int, lines: Callable[[], api.Lines],
-                 forgotten: Callable[[int], None] = lambda memory_id: None) -> None:
+                 forgotten: Callable[[int, tuple[str, str, str]], None] = lambda memory_id, key: None) -> None:
         self.forgotten = forgotten  # told of a memory forgotten here (the hints leave it out at once)
         self.token = token
         self.host = host
@@ -325,8 +325,11 @@ class Memory(Authenticated):
         if not self.request.headers.get(CHANGE_HEADER):
             raise tornado.web.HTTPError(403, reason=f"a change needs the {CHANGE_HEADER} header")
 
-        def forget(conn: sqlite3.Connection) -> int:
-            return conn.execute("DELETE FROM memories WHERE id = ?", (int(memory_id),)).rowcount
+        def forget(conn: sqlite3.Connection) -> tuple[str, str, str] | None:
+            row = conn.execute("SELECT kind, content, project FROM memories WHERE id = ?",
+                               (int(memory_id),)).fetchone()
+            conn.execute("DELETE FROM memories WHERE id = ?", (int(memory_id),))
+            return (row[0], row[1], row[2] or "") if row else None
 
         try:
             gone = await self.dashboard.reader.write(forget)
@@ -336,7 +339,7 @@ class Memory(Authenticated):
             return
         if not gone:
             raise tornado.web.HTTPError(404, reason="No such memory")
-        self.dashboard.forgotten(int(memory_id))
+        self.dashboard.forgotten(int(memory_id), gone)
         logger.info("kimi: memory %s forgotten (dashboard)", memory_id)
         self.send({"forgotten": int(memory_id)})
 

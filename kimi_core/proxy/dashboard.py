@@ -88,7 +88,7 @@ class KimiDashboard:
             return
         token = ctx.options.kimi_web_token or secrets.token_urlsafe(24)
         dashboard = Dashboard(Path(ctx.options.kimi_db).expanduser(), token, ctx.options.kimi_web_host, port,
-                              self._lines, self.kimi.book.forget)
+                              self._lines, lambda memory_id, key: self.kimi.book.forget(memory_id, key))
         try:
             dashboard.start()
         except OSError as e:

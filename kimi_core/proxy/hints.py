@@ -28,7 +28,9 @@ from mitmproxy import ctx, http
 from kimi_core import hints
 from kimi_core.dialects import parse_request
 from kimi_core.projects import project_of
+from kimi_core.providers import CODE_ASSIST
 from kimi_core.proxy.context import KimiContext
+from kimi_core.store import MemoryRecord
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +50,9 @@ class KimiHints:
         self.kimi = kimi
         self._blocks: OrderedDict[bytes, tuple[str, list[dict[str, Any]]]] = OrderedDict()
         self._refresher: asyncio.Task | None = None
+        self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        kimi.written.append(self._written)
 
     def load(self, loader) -> None:
         loader.add_option("kimi_memory_hints", bool, False,
@@ -57,7 +62,16 @@ class KimiHints:
                           "Largest size of the block of memory hints, in tokens (roughly).")
 
     def running(self) -> None:
-        self._refresher = asyncio.get_running_loop().create_task(self._refresh())
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._refresher = self._loop.create_task(self._refresh())
+
+    def _written(self, records: list) -> None:
+        """In the store's thread: memories were written; read them back soon, with their ids."""
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None and any(isinstance(r, MemoryRecord) for r in records):
+            with contextlib.suppress(RuntimeError):  # the loop has closed
+                loop.call_soon_threadsafe(wake.set)
 
     def done(self) -> None:
         if self._refresher is not None:
@@ -73,7 +87,10 @@ class KimiHints:
                     self.kimi.book.replace(await loop.run_in_executor(None, _read, store.path))
                 except (sqlite3.Error, OSError) as e:
                     logger.debug("kimi: memory hints: cannot read the memories: %s", e)
-            await asyncio.sleep(REFRESH)
+            assert self._wake is not None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), REFRESH)
+            self._wake.clear()
 
     def request(self, flow: http.HTTPFlow) -> None:
         call = self.kimi.call(flow)
@@ -86,7 +103,9 @@ class KimiHints:
             return
         try:
             body = json.loads(flow.request.get_content(strict=False) or b"")
-            request = parse_request(call.dialect, body, flow.request.path)
+            wrapped = call.route is not None and call.route.envelope == CODE_ASSIST and isinstance(body, dict) \
+                and isinstance(body.get("request"), dict)
+            request = parse_request(call.dialect, body["request"] if wrapped else body, flow.request.path)
         except Exception:  # noqa: BLE001  (the meter says what is wrong with the body; it goes on as sent)
             return
         if not isinstance(body, dict) or request.warmup or hints.BEGIN in request.system:
@@ -115,9 +134,6 @@ class KimiHints:
             flow.request.content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
             call.hints = added
 
-    def forget(self, memory_id: int) -> None:
-        """A memory forgotten: out of every block made from now on."""
-        self.kimi.book.forget(memory_id)
 
 
 def _read(path: Path) -> list[hints.Remembered]:

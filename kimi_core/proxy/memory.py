@@ -335,10 +335,10 @@ class KimiMemory:
             for m in found:
                 metrics.memory_extracted.labels(m.kind).inc()
                 metrics.memory_confidence.observe(m.confidence)
+                self.kimi.book.add(m.kind, m.content, job.project)  # for the hints, before the row exists
                 if store is not None:
                     store.submit(MemoryRecord(job.session_id, job.provider, m.kind, m.content,
                                               m.source_text, m.confidence, job.project))
-                self.kimi.book.add(m.kind, m.content, job.project)
 
     async def _ask(self, words: str) -> list[memory.Memory] | None:
         """The language model's reading of ``words``; None (and the rules decide) if it fails."""
