@@ -139,6 +139,7 @@ def test_codex_exec(agent_bin, proxy, fake, tmp_path, transport):
         ("openai", "openai-responses", 200, "passed")
     assert row["prompt_tokens"] > 0 and row["prompt_tokens_est"] > 1000 and row["error"] is None
     counted_as_billed(row)
+    assert row["project"] == str(tmp_path)  # the working directory Codex names in its prompt
 
 
 @pytest.mark.parametrize("transport", ["websocket", "http"])
@@ -178,6 +179,7 @@ def test_claude_code(agent_bin, proxy, fake, tmp_path, backend, path):
         (backend, "anthropic", path.format(model), 1, "passed")
     assert row["prompt_tokens"] > 0 and row["prompt_tokens_est"] > 5000
     counted_as_billed(row)
+    assert row["project"] == str(tmp_path)  # the working directory Claude Code names in its system prompt
     if backend == "anthropic":  # its settings, policy limits and the like are kept, apart from the LLM calls
         others = wait_rows(proxy.db, "dialect IS NULL AND session_id = ?", (row["session_id"],))
         assert others and all(r["prompt_tokens_est"] is None for r in others)
@@ -227,6 +229,7 @@ def test_gemini_cli(agent_bin, proxy, fake, tmp_path, backend):
     assert (row["provider"], row["dialect"], row["streamed"], row["action"]) == (backend, "gemini", 1, "passed")
     assert row["prompt_tokens"] > 0 and row["prompt_tokens_est"] > 3000
     counted_as_billed(row)
+    assert row["project"] == str(tmp_path)  # the workspace Gemini CLI names in its first message
 
 
 def test_gemini_cli_shows_the_providers_own_overflow_error(agent_bin, proxy, fake, tmp_path):

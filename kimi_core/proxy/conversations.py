@@ -25,6 +25,7 @@ from kimi_core.store.records import now_iso
 
 CACHEABLE = 1024  # tokens: the least a provider caches (OpenAI, Anthropic); a smaller break costs nothing
 TITLE = 80  # characters of the first user message kept as the conversation's title
+PROJECT_CALLS = 3  # a conversation's first calls are read for the project its agent names
 _WRAPPED = re.compile(r"\s*<([\w-]{1,40})>.*?</\1>", re.DOTALL)  # <system-reminder>...</system-reminder>
 
 
@@ -80,9 +81,18 @@ class KimiConversations:
         call.conversation = placed.conversation
         if not placed.new and (placed.head_changed or placed.changed_at is not None):
             self._cache_break(flow, call, result, placed)
+        conversation = placed.conversation
+        # Its project, from its first calls that name one (Codex may open a socket with an empty call).
+        found = project_of(request) if conversation.project is None and conversation.calls <= PROJECT_CALLS \
+            else None
+        if found is not None:
+            conversation.project = found
+        if not placed.new and found is not None and self.kimi.store is not None:
+            self.kimi.store.submit(ConversationRecord(
+                conversation.id, call.session.id if call.session else None, client.agent, client.version,
+                conversation.parent_id, now_iso(flow.request.timestamp_start), conversation.title, flow.id, found))
         if placed.new:
             placed.conversation.title = title(first.text) if first is not None else ""
-            placed.conversation.project = project_of(request)
             if self.kimi.store is not None:
                 self.kimi.store.submit(ConversationRecord(
                     placed.conversation.id, call.session.id if call.session else None, client.agent, client.version,

@@ -351,8 +351,10 @@ class Store:
             conn.execute("INSERT OR IGNORE INTO sessions (id, name, provider, started_at, mode) VALUES (?, ?, ?, ?, ?)",
                          (r.id, r.name, r.provider, r.started_at, r.mode))
         elif isinstance(r, ConversationRecord):
-            conn.execute("INSERT OR IGNORE INTO conversations (id, session_id, agent, agent_version, parent_id, "
-                         "started_at, title, first_request_id, project) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            # Written again when its project is found after its first call: only the project changes.
+            conn.execute("INSERT INTO conversations (id, session_id, agent, agent_version, parent_id, "
+                         "started_at, title, first_request_id, project) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                         "ON CONFLICT (id) DO UPDATE SET project = coalesce(conversations.project, excluded.project)",
                          (r.id, r.session_id, r.agent, r.agent_version, r.parent_id, r.started_at,
                           redact_text(r.title), r.first_request_id, r.project))
         elif isinstance(r, AlertRecord):
