@@ -387,19 +387,46 @@ def llm_body(model: str, text: str) -> dict[str, Any]:
             "messages": [{"role": "system", "content": LLM_PROMPT}, {"role": "user", "content": text}]}
 
 
-def parse_llm_reply(reply: Any, source: str) -> list[Memory] | None:
-    """The memories in a chat completion; None if the reply is not what was asked for."""
+_THINK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
+
+
+def _json_in(content: str) -> Any:
+    """The JSON a model answered, as local models write it: after their thinking (``<think>``,
+    Qwen 3, DeepSeek R1), inside a code fence, or with words around it."""
+    content = _THINK.sub("", content).strip()
+    fenced = _FENCE.search(content)
+    if fenced:
+        content = fenced.group(1).strip()
     try:
-        content = reply["choices"][0]["message"]["content"]
-        data = json.loads(content)
-        items = data["memories"]
+        return json.loads(content)
+    except ValueError:
+        starts = [i for i in (content.find("{"), content.find("[")) if i >= 0]
+        if not starts:
+            raise
+        return json.JSONDecoder().raw_decode(content[min(starts):])[0]
+
+
+def parse_llm_reply(reply: Any, source: str) -> list[Memory] | None:
+    """The memories in a chat completion; None if the reply is not what was asked for.
+
+    Local models (Ollama, llama.cpp) do not always answer in the exact form asked:
+    a bare list, ``Preference`` capitalised, ``statement`` for ``content``,
+    ``"0.9"`` as a string are taken as meant.
+    """
+    try:
+        data = _json_in(reply["choices"][0]["message"]["content"])
+        items = data["memories"] if isinstance(data, dict) else data
+        if not isinstance(items, list):
+            return None
         out = []
         for item in items:
-            kind, statement = item["kind"], item["content"]
+            kind = str(item["kind"]).strip().lower()
+            statement = next((item[k] for k in ("content", "statement", "text") if isinstance(item.get(k), str)), None)
             confidence = float(item.get("confidence", 0.8))
-            if kind not in KINDS or not isinstance(statement, str) or not statement.strip():
+            if kind not in KINDS or statement is None or not statement.strip():
                 return None
             out.append(Memory(kind, _words(statement.strip().lower(), 24), min(1.0, max(0.0, confidence)), source))
         return out
-    except (KeyError, IndexError, TypeError, ValueError):
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
         return None

@@ -167,6 +167,25 @@ def test_the_language_model_stage_and_its_fallback(fake, plain_fake, tmp_path):
     assert [r["model"] for r in wait_rows(proxy.db, count=2)] == ["gpt-4.1", "gpt-4.1"]
 
 
+def test_a_local_model_as_ollama_serves_it(fake, plain_fake, tmp_path, monkeypatch):
+    """Ollama (or llama.cpp's server) on this machine: its OpenAI-compatible API on plain HTTP, no key, a
+    model named the Ollama way, and a thinking model's reply around the JSON."""
+    monkeypatch.delenv("KIMI_MEMORY_LLM_API_KEY", raising=False)
+    plain_fake.replies["qwen3:4b"] = (
+        "<think>\nThe user states a standing rule about the repository.\n</think>\n\n```json\n"
+        + json.dumps({"memories": [{"kind": "constraint", "content": "Never rebase shared branches",
+                                    "confidence": "0.9"}]}) + "\n```")
+    options = {"kimi_memory_llm": f"http://127.0.0.1:{plain_fake.port}/v1", "kimi_memory_llm_model": "qwen3:4b"}
+    with Mitmdump(tmp_path, upstream_port=fake.port, options=options) as proxy:
+        openai_client(proxy).chat.completions.create(
+            model="gpt-4.1", messages=[{"role": "user", "content": "Please never rebase the shared branches."}])
+        [row] = memories(proxy)
+        assert (row["kind"], row["content"], row["confidence"]) == ("constraint", "never rebase shared branches", 0.9)
+    [asked] = [r for r in plain_fake.seen if b"qwen3:4b" in r["body"]]
+    assert asked["path"] == "/v1/chat/completions" and "authorization" not in {k.lower() for k in asked["headers"]}
+    assert json.loads(asked["body"])["response_format"] == {"type": "json_object"}
+
+
 def test_memory_can_be_turned_off(fake, tmp_path):
     with Mitmdump(tmp_path, upstream_port=fake.port, options={"kimi_memory": "false"}) as proxy:
         openai_client(proxy).chat.completions.create(

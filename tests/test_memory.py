@@ -65,8 +65,9 @@ def test_a_language_model_reply_is_read_or_refused():
     good = json.dumps({"memories": [{"kind": "preference", "content": "Prefers Pytest", "confidence": 0.97}]})
     assert parse_llm_reply(reply(good), "src") == [Memory(PREFERENCE, "prefers pytest", 0.97, "src")]
     assert parse_llm_reply(reply('{"memories": []}'), "src") == []
+    assert parse_llm_reply(reply("[]"), "src") == []  # a bare list, as local models may answer: none
     for bad in ("Hello from the fake provider.", '{"memories": [{"kind": "wish", "content": "x"}]}',
-                '{"memories": "none"}', '[]'):
+                '{"memories": "none"}', '{"answer": 42}'):
         assert parse_llm_reply(reply(bad), "src") is None
     assert parse_llm_reply({"error": {"message": "rate limited"}}, "src") is None
     body = llm_body("small-model", "I prefer X")
@@ -148,3 +149,25 @@ def test_the_proxy_side_filter_passes_every_message_the_reader_finds_something_i
         if read(text)[1]:
             assert may_state(text), text
     assert not may_state("the model reads every token of the history again on each turn")
+
+
+@pytest.mark.parametrize("content", [
+    '{"memories": [{"kind": "constraint", "content": "never touch prod", "confidence": 0.9}]}',
+    # What local models served by Ollama or llama.cpp answer besides.
+    '```json\n{"memories": [{"kind": "constraint", "content": "never touch prod", "confidence": 0.9}]}\n```',
+    '<think>\nThe user states a rule.\n</think>\n{"memories": [{"kind": "Constraint", "content": "Never touch prod"}]}',
+    'Here is the JSON:\n[{"kind": "constraint", "statement": "never touch prod", "confidence": "0.9"}]',
+])
+def test_a_local_models_reply_is_read_as_meant(content):
+    from kimi_core.memory import parse_llm_reply
+
+    found = parse_llm_reply({"choices": [{"message": {"content": content}}]}, "Never touch prod.")
+    assert found is not None and [(m.kind, m.content) for m in found] == [("constraint", "never touch prod")]
+
+
+@pytest.mark.parametrize("content", ["not JSON at all", '{"memories": [{"kind": "wish", "content": "x"}]}',
+                                     '{"memories": "none"}', "<think>hmm</think>"])
+def test_a_reply_that_is_not_what_was_asked_leaves_it_to_the_rules(content):
+    from kimi_core.memory import parse_llm_reply
+
+    assert parse_llm_reply({"choices": [{"message": {"content": content}}]}, "x") is None

@@ -274,6 +274,9 @@ async function viewCall(id) {
         ? h("span", {}, "compacted ", h("b", {}, `${fmt.int(c.tokens_before)} → ${fmt.int(c.tokens_after)}`),
             ` (${c.compacted_results} tool result(s); below: the prompt as Kimi sent it on)`) : null),
     data.refusal ? [h("h2", {}, "Refused"), h("div", { class: "refusal", id: "refusal" }, data.refusal)] : null,
+    c.hints && c.hints.length ? [h("h2", {}, "Memory hints added to its system prompt"),
+      h("ul", { id: "hints" }, c.hints.map((m) => h("li", {}, `${m.kind}: ${m.content}`)))] : null,
+    c.project ? h("p", { class: "muted" }, `project: ${c.project}`) : null,
     h("h2", {}, "What fills the prompt ", h("span", { class: "muted", id: "composition-total" },
       comp.available ? `${fmt.int(comp.tokens)} tokens (${comp.encoding})` : "")),
     comp.available ? [
@@ -338,9 +341,10 @@ async function viewMemories(query) {
   show(h("h1", {}, "Memories ", h("span", { class: "muted" }, "what your agents were told about you; yours to delete")),
     h("p", {}, search),
     rows.length ? h("table", { id: "memories" },
-      h("thead", {}, h("tr", {}, h("th", {}, "kind"), h("th", {}, "what"), h("th", { class: "num" }, "said"), h("th", {}, "last"), h("th", {}, ""))),
+      h("thead", {}, h("tr", {}, h("th", {}, "kind"), h("th", {}, "what"), h("th", {}, "project"), h("th", { class: "num" }, "said"), h("th", {}, "last"), h("th", {}, ""))),
       h("tbody", {}, rows.map((m) => h("tr", { "data-memory": m.id },
-        h("td", {}, m.kind), h("td", { title: m.source_text || "" }, m.content), h("td", { class: "num" }, m.count),
+        h("td", {}, m.kind), h("td", { title: m.source_text || "" }, m.content), h("td", { class: "muted" }, m.project || "any"),
+        h("td", { class: "num" }, m.count),
         h("td", {}, fmt.when(m.last_seen)),
         h("td", {}, h("button", { class: "forget", type: "button", onclick: () => forget(m.id, query) }, "Forget"))))))
       : h("div", { class: "empty" }, query ? "No memory matches." : "Nothing remembered yet."));
