@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from kimi_core import hints
 from kimi_core.dialects.base import LLMRequest, Message, as_dict, as_list, as_str
 from kimi_core.providers import ANTHROPIC, BEDROCK_CONVERSE, GEMINI, OPENAI_RESPONSES
 from kimi_core.tokens import (
@@ -29,10 +30,11 @@ USER = "user"
 ASSISTANT = "assistant"
 TOOL_CALL = "tool_call"
 THINKING = "thinking"
+HINTS = "hints"
 MEDIA = "media"
 SCHEMA = "schema"
 FRAMING = "framing"
-KINDS = (SYSTEM, TOOL_DEFINITION, TOOL_RESULT, USER, ASSISTANT, TOOL_CALL, THINKING, MEDIA, SCHEMA, FRAMING)
+KINDS = (SYSTEM, HINTS, TOOL_DEFINITION, TOOL_RESULT, USER, ASSISTANT, TOOL_CALL, THINKING, MEDIA, SCHEMA, FRAMING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +86,11 @@ def composition(request: LLMRequest, counter: TokenCounter, body: Any = None) ->
     parts: list[Part] = []
     framing = TOKENS_PER_REPLY
     if request.system:
-        parts.append(Part(SYSTEM, "system prompt", counter.count_text(request.system, used)))
+        whole = counter.count_text(request.system, used)
+        hint = _hints_tokens(request.system, counter, used)
+        parts.append(Part(SYSTEM, "system prompt", whole - hint))
+        if hint:
+            parts.append(Part(HINTS, "memory hints (Kimi)", hint))
         framing += TOKENS_PER_MESSAGE
     for tool in request.tools:
         parts.append(Part(TOOL_DEFINITION, tool.name or "(unnamed tool)",
@@ -96,6 +102,13 @@ def composition(request: LLMRequest, counter: TokenCounter, body: Any = None) ->
         framing += TOKENS_PER_MESSAGE
     parts.append(Part(FRAMING, "message framing", framing))
     return [p for p in parts if p.tokens > 0], used
+
+
+def _hints_tokens(text: str, counter: TokenCounter, used: str) -> int:
+    """What the memory hints Kimi added weigh in ``text`` (0: none)."""
+    start = text.find(hints.BEGIN)
+    end = text.find(hints.END, start) if start >= 0 else -1
+    return counter.count_text(text[start:end + len(hints.END)], used) if end >= 0 else 0
 
 
 def _message_parts(message: Message, i: int, counter: TokenCounter, used: str, thinking: str = "") -> list[Part]:
@@ -110,6 +123,8 @@ def _message_parts(message: Message, i: int, counter: TokenCounter, used: str, t
                           counter.count_text(f"{call.name}\n{call.arguments}", used), i))
     if thinking:
         parts.append(Part(THINKING, "thinking", counter.count_text(thinking, used), i))
+    if message.role == "system" and (hint := _hints_tokens(message.text, counter, used)):
+        parts.append(Part(HINTS, "memory hints (Kimi)", hint, i))
     if message.media_tokens:
         parts.append(Part(MEDIA, f"{message.images or 1} image(s) or document(s)", message.media_tokens, i))
     rest = whole - sum(p.tokens for p in parts if p.kind != MEDIA)

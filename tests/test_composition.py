@@ -75,3 +75,19 @@ def test_without_the_body_thinking_stays_in_its_message():
     parts, _ = composition(request, counter)
     assert not [p for p in parts if p.kind == "thinking"]
     assert sum(p.tokens for p in parts) == counter.count_request(request).tokens
+
+
+def test_memory_hints_show_apart_from_the_system_prompt():
+    from kimi_core.hints import Remembered, block, inject
+
+    path, body = BODIES["anthropic"]
+    body = json.loads(json.dumps(body))
+    import datetime
+    inject("anthropic", body, block([Remembered(1, "constraint", "never touch the billing module", "",
+                                                datetime.date(2026, 12, 2))]))
+    request = parse_request("anthropic", body, path)
+    counter = TokenCounter()
+    parts, _ = composition(request, counter, body)
+    assert sum(p.tokens for p in parts) == counter.count_request(request).tokens
+    [hint] = [p for p in parts if p.kind == "hints"]
+    assert 20 < hint.tokens < 80

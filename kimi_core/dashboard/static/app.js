@@ -5,11 +5,11 @@
 
 const SVGNS = "http://www.w3.org/2000/svg";
 const KIND_COLOURS = {
-  system: "#b9c7e8", tool_definition: "#d7c6ef", tool_result: "#f6c48f", user: "#a7dcc0",
+  system: "#b9c7e8", hints: "#c9b3e6", tool_definition: "#d7c6ef", tool_result: "#f6c48f", user: "#a7dcc0",
   assistant: "#9fd0ea", tool_call: "#c7e59f", thinking: "#f0d9a0", media: "#f3a6b5", schema: "#e2d7a8", framing: "#dfe2e8",
 };
 const KIND_NAMES = {
-  system: "system prompt", tool_definition: "tool definitions", tool_result: "tool results", user: "user messages",
+  system: "system prompt", hints: "memory hints (Kimi)", tool_definition: "tool definitions", tool_result: "tool results", user: "user messages",
   assistant: "assistant messages", tool_call: "tool calls", thinking: "thinking sent back", media: "images and documents", schema: "output schema",
   framing: "message framing",
 };
