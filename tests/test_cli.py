@@ -109,3 +109,28 @@ def test_the_report_is_private(db, tmp_path):
     out.chmod(0o644)
     assert kimi_proxy("--db", str(db), "report", "-o", str(out)).returncode == 0
     assert stat.S_IMODE(out.stat().st_mode) == 0o600 and "<html" in out.read_text().lower()
+
+
+def test_memories_are_listed_by_project_and_forgotten_by_id(tmp_path):
+    from kimi_core.store import MemoryRecord
+
+    path = tmp_path / "kimi.db"
+    store = Store(path)
+    store.open()
+    store.start()
+    store.submit(MemoryRecord("s", "anthropic", "constraint", "never push to main", "Never push to main.", 0.9,
+                              "/src/shop"))
+    store.submit(MemoryRecord("s", "anthropic", "preference", "prefers httpx over requests", "I prefer httpx.", 0.9))
+    store.close()
+    listed = json.loads(kimi_proxy("--db", str(path), "memories", "--json").stdout)
+    ids = {m["content"]: m["id"] for m in listed}
+    assert {m["content"]: m["project"] for m in listed} == {"never push to main": "/src/shop",
+                                                           "prefers httpx over requests": ""}
+    shop = json.loads(kimi_proxy("--db", str(path), "memories", "--project", "/src/shop/", "--json").stdout)
+    assert [m["content"] for m in shop] == ["never push to main"]
+    out = kimi_proxy("--db", str(path), "memories", "forget", str(ids["never push to main"]))
+    assert out.returncode == 0 and "forgotten" in out.stdout
+    left = json.loads(kimi_proxy("--db", str(path), "memories", "--json").stdout)
+    assert [m["content"] for m in left] == ["prefers httpx over requests"]
+    missing = kimi_proxy("--db", str(path), "memories", "forget", "999")
+    assert missing.returncode == 1 and "no memory 999" in missing.stderr
