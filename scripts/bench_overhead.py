@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
+import os
 import random
 import sqlite3
 import ssl
@@ -76,6 +77,15 @@ def rss_mb(pid: int) -> float:
     except OSError:
         pass
     return total
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) ``pid`` has used, all its threads together."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def descendants(pid: int) -> list[int]:
@@ -274,6 +284,9 @@ def main() -> None:
             print("huge tool result resent...", file=sys.stderr, flush=True)
             tool_turns = bench_tool_turns(targets, 6)
             rss = {n: rss_mb(p.proc.pid) for n, p in proxies.items() if p.proc}
+            kimi_pid = proxies["kimi"].proc.pid
+            cpu = {n: cpu_seconds(p.proc.pid) for n, p in proxies.items() if p.proc}
+            reader_cpu = sum(cpu_seconds(pid) for pid in descendants(kimi_pid))  # the memory reader
             children = [pid for p in proxies.values() if p.proc for pid in descendants(p.proc.pid)]
         finally:
             for proxy in proxies.values():
@@ -321,6 +334,11 @@ def main() -> None:
               + f" | {vals['kimi'] - vals['mitmdump']:+.2f} ms |")
     print("| proxy RSS after run, children included (MB) | " + " | ".join(
         f"{rss[n]:.0f}" if n in rss else "-" for n in names) + f" | {ratio(rss['kimi'], rss['mitmdump'])} |")
+    print("| proxy CPU over the whole run, children included (s) | " + " | ".join(
+        f"{cpu[n] + (reader_cpu if n == 'kimi' else 0):.1f}" if n in cpu else "-" for n in names)
+        + f" | {ratio(cpu['kimi'] + reader_cpu, cpu['mitmdump'])} |")
+    print(f"\nkimi's CPU: mitmdump process {cpu['kimi']:.1f} s, memory reader {reader_cpu:.1f} s "
+          f"({reader_cpu / (cpu['kimi'] + reader_cpu):.1%} of Kimi's CPU)")
     first, second = growth["kimi"]
     print(f"\nreplay: added ms per turn, turns {step + 1}-{2 * step}: {added[1]:+.2f}, last {step}: {added[-1]:+.2f} "
           f"(ratio {added[-1] / added[1] if added[1] > 0 else float('nan'):.2f})")
