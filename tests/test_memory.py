@@ -2,6 +2,7 @@ import json
 
 import pytest
 from memory_cases import CASES, HELD_OUT, score
+from memory_corpus import HELD, TUNE
 
 from kimi_core.memory import (
     CONSTRAINT,
@@ -16,10 +17,22 @@ from kimi_core.memory import (
 )
 
 
-@pytest.mark.parametrize("cases", [CASES, HELD_OUT], ids=["labelled", "held-out"])
+@pytest.mark.parametrize("cases", [CASES + TUNE, HELD_OUT + HELD], ids=["tuned-on", "held-out"])
 def test_rule_based_precision_and_recall_meet_their_targets(cases):
     result = score(extract, cases)
-    assert result["precision"] >= 0.9 and result["recall"] >= 0.8, result["misses"]
+    assert result["precision"] >= 0.9 and result["recall"] >= 0.8, \
+        result["misses"] if cases is not HELD_OUT + HELD else "held-out misses are not shown: they are not tuned on"
+
+
+@pytest.mark.parametrize("cases", [CASES + TUNE, HELD_OUT + HELD], ids=["tuned-on", "held-out"])
+@pytest.mark.parametrize("french", [False, True], ids=["en", "fr"])
+def test_each_language_meets_the_targets(cases, french):
+    def is_french(text):
+        return bool(set(text.lower().split()) & {"je", "on", "les", "le", "la", "de", "pas", "tu", "mon", "ne",
+                                                  "des", "du", "à", "est", "une"}) or "j'" in text.lower()
+
+    result = score(extract, [c for c in cases if is_french(c[0]) == french])
+    assert result["precision"] >= 0.9 and result["recall"] >= 0.8
 
 
 def test_the_same_statement_in_both_languages_has_one_canonical_form_per_language():
@@ -143,10 +156,10 @@ def test_a_pasted_list_of_statements_yields_at_most_sixteen():
 def test_the_proxy_side_filter_passes_every_message_the_reader_finds_something_in():
     """``may_state`` decides in the proxy's process what goes to the reader: it must never drop a statement."""
     from kimi_core.memory import may_state, read
-    texts = [text for text, _ in CASES + HELD_OUT]
+    texts = [text for text, _ in CASES + HELD_OUT + TUNE + HELD]
     texts += ["Je préfère pytest.", "We'll ship Friday.", "NEVER push to main", "Tu DOIS tester."]
     for text in texts:
-        if read(text)[1]:
+        if read(text)[2]:
             assert may_state(text), text
     assert not may_state("the model reads every token of the history again on each turn")
 
