@@ -26,6 +26,7 @@ from kimi_core.proxy import (
     KimiMetrics,
     KimiRecorder,
     KimiSessions,
+    KimiTelemetry,
     KimiTraffic,
     KimiView,
     KimiWebSocket,
@@ -54,4 +55,5 @@ addons = [
     recorder,
     KimiView(kimi),
     KimiDashboard(kimi),  # the live dashboard (kimi_web_port)
+    KimiTelemetry(kimi),  # OTLP export (kimi_otlp_endpoint)
 ]

@@ -87,6 +87,9 @@ class Metrics:
         self.cost = Counter("kimi_cost_usd", "US dollars spent, priced from the usage providers report.",
                             ["provider", "model"], registry=r)
         self.memory_queue = Gauge("memory_queue_depth", "User messages waiting for extraction.", registry=r)
+        self.otlp_spans = Counter("kimi_otlp_spans", "Spans for OTLP export, by outcome: created, exported, failed "
+                                  "(the collector refused or was unreachable), dropped (too many waiting).",
+                                  ["outcome"], registry=r)
         self.memory_dropped = Counter("memory_dropped", "User messages dropped: the queue was full, or the database writer behind.",
                                       registry=r)
         self.memory_abandoned = Counter("memory_abandoned", "User messages whose reading took over its budget.",

@@ -19,9 +19,10 @@ from kimi_core.proxy.meter import KimiMeter
 from kimi_core.proxy.metrics import KimiMetrics
 from kimi_core.proxy.recorder import KimiRecorder
 from kimi_core.proxy.sessions import KimiSessions
+from kimi_core.proxy.telemetry import KimiTelemetry
 from kimi_core.proxy.traffic import KimiTraffic
 from kimi_core.proxy.view import KimiView
 from kimi_core.proxy.websocket import KimiWebSocket
 
 __all__ = ["KimiBudgets", "KimiCompactor", "KimiContext", "KimiConversations", "KimiDashboard", "KimiGuard", "KimiHints", "KimiMemory", "KimiMeter", "KimiMetrics", "KimiRecorder",
-           "KimiSessions", "KimiTraffic", "KimiView", "KimiWebSocket", "LLMCall"]
+           "KimiSessions", "KimiTelemetry", "KimiTraffic", "KimiView", "KimiWebSocket", "LLMCall"]
