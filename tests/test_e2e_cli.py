@@ -3,13 +3,12 @@
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import uuid
 
 import pytest
-from conftest import wait_rows
+from conftest import chromium, wait_rows
 from test_e2e import anthropic_client, openai_client
 from test_e2e_compaction import tool_call, tool_output
 
@@ -187,14 +186,6 @@ def test_doctor_says_what_is_wrong_and_how_to_fix_it(recorded, tmp_path):
                              capture_output=True, text=True, env=env, check=False)
     assert "[FAIL] mitmproxy CA" in missing.stdout and "fix: start the proxy once" in missing.stdout
 
-
-def chromium():
-    found = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    if found is None:
-        if os.environ.get("KIMI_REQUIRE_CHROMIUM"):
-            pytest.fail("chromium is required (Debian: apt-get install chromium)")
-        pytest.skip("no chromium here (Debian: apt-get install chromium)")
-    return found
 
 
 def test_the_report_shows_the_chart_in_a_browser(recorded, tmp_path):

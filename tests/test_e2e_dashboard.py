@@ -8,11 +8,10 @@ import subprocess
 import sys
 import time
 import uuid
-from typing import NamedTuple
 
 import httpx
 import pytest
-from conftest import wait_rows
+from conftest import dashboard_proxy, wait_rows
 from test_e2e import anthropic_client, openai_client
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
@@ -22,25 +21,11 @@ from kimi_core.testing.proxy import Mitmdump, free_port
 pytestmark = pytest.mark.e2e
 
 
-class Served(NamedTuple):
-    proxy: Mitmdump
-    url: str
-    token: str
-
-CONFIG = """
-[models."small"]
-context_window = 2000
-"""
-
 
 @pytest.fixture(scope="module")
 def served(fake, tmp_path_factory):
-    config = tmp_path_factory.mktemp("dashboard-config") / "config.toml"
-    config.write_text(CONFIG)
-    options = {"kimi_web_port": str(free_port()), "kimi_config": str(config)}
-    with Mitmdump(tmp_path_factory.mktemp("dashboard"), upstream_port=fake.port, options=options) as running:
-        url, token = running.dashboard()
-        yield Served(running, url, token)
+    with dashboard_proxy(fake, tmp_path_factory.mktemp("dashboard")) as running:
+        yield running
 
 
 def web(url, token=None, **kw):

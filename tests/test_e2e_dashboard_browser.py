@@ -4,53 +4,27 @@ shows the row's figures, a memory is forgotten from the page. Screenshots go to
 ``test-artifacts/dashboard/`` (or ``$KIMI_ARTIFACTS``)."""
 
 import os
-import shutil
 import sqlite3
 import uuid
 from pathlib import Path
-from typing import NamedTuple
 
 import pytest
-from conftest import wait_rows
+from conftest import chromium, dashboard_proxy, wait_rows
 from test_e2e import anthropic_client, openai_client
-
-from kimi_core.testing.proxy import Mitmdump, free_port
 
 pytestmark = pytest.mark.e2e
 
-
-class Served(NamedTuple):
-    proxy: Mitmdump
-    url: str
-    token: str
-
-CONFIG = """
-[models."small"]
-context_window = 2000
-"""
 ARTIFACTS = Path(os.environ.get("KIMI_ARTIFACTS") or Path(__file__).resolve().parent.parent / "test-artifacts")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
                  "--disable-background-networking", "--disable-component-update"]
 TIMEOUT = 20_000  # ms: how long the page may take to show what is awaited, on a loaded machine
 
 
-def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        if os.environ.get("KIMI_REQUIRE_CHROMIUM"):
-            pytest.fail("chromium is required (Debian: apt-get install chromium)")
-        pytest.skip("no chromium here (Debian: apt-get install chromium)")
-    return found
-
 
 @pytest.fixture(scope="module")
 def served(fake, tmp_path_factory):
-    config = tmp_path_factory.mktemp("browser-config") / "config.toml"
-    config.write_text(CONFIG)
-    options = {"kimi_web_port": str(free_port()), "kimi_config": str(config)}
-    with Mitmdump(tmp_path_factory.mktemp("browser"), upstream_port=fake.port, options=options) as running:
-        url, token = running.dashboard()
-        yield Served(running, url, token)
+    with dashboard_proxy(fake, tmp_path_factory.mktemp("browser")) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
