@@ -54,7 +54,7 @@ def connect(path: str) -> sqlite3.Connection:
         columns = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
     except sqlite3.DatabaseError as e:
         raise KimiError(f"{db} is not a Kimi Proxy database ({e})") from None
-    if not {"cost_usd", "project"} <= columns:
+    if not {"cost_usd", "project", "user"} <= columns:
         raise KimiError(f"{db} was written by an older Kimi Proxy: start the proxy once "
                         "(mitmdump -s addons/kimi.py) and it is upgraded in place")
     return conn
@@ -125,7 +125,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
 
 
 def cmd_requests(args: argparse.Namespace) -> int:
-    rows = queries.requests(connect(args.db), args.session, args.limit, args.agent, args.conversation)
+    rows = queries.requests(connect(args.db), args.session, args.limit, args.agent, args.conversation, args.user)
     return emit(rows, args, {
         "id": lambda r: r["id"][:8],
         "time": lambda r: _when(r["ts"]),
@@ -192,7 +192,7 @@ def cmd_conversations(args: argparse.Namespace) -> int:
 
 
 def cmd_cost(args: argparse.Namespace) -> int:
-    rows = queries.costs(connect(args.db), args.by, args.since, args.agent, args.session)
+    rows = queries.costs(connect(args.db), args.by, args.since, args.agent, args.session, args.user)
     if rows and not args.json:
         total = sum(r["cost_usd"] or 0 for r in rows)
         unpriced = sum(r["unpriced"] or 0 for r in rows)
@@ -367,6 +367,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--session", help="a session id, its start, or its name")
     c.add_argument("--agent", help="only this agent's calls (claude-code, codex, gemini-cli, openai-python, ...)")
     c.add_argument("--conversation", help="only this conversation's calls (an id, or its start)")
+    c.add_argument("--user", help="only this user's calls (a shared proxy with proxyauth)")
     c.add_argument("--limit", type=count, default=20)
     c = command("conversations", cmd_conversations,
                 "conversations: agent, parent (for a subagent), calls, tokens, cache share, cost")
@@ -378,6 +379,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--since", help="30m, 2h, 7d or a date")
     c.add_argument("--agent", help="only this agent's calls")
     c.add_argument("--session", help="only this session")
+    c.add_argument("--user", help="only this user's calls (a shared proxy with proxyauth)")
     c = command("stats", cmd_stats, "per provider and model: calls, tokens, latency, refusals, savings")
     c.add_argument("--since", help="30m, 2h, 7d or a date")
     c = command("alerts", cmd_alerts, "context-window alerts, newest first")

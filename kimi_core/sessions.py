@@ -41,6 +41,7 @@ class SessionTracker:
         self.idle_seconds = idle_seconds
         self.active: Session | None = None
         self.named: dict[str, Session] = {}
+        self.label: str | None = None  # the user whose sessions these are, at the start of their names
 
     def remember(self, session: Session) -> None:
         """A named session from an earlier run, so its name keeps its id."""
@@ -51,7 +52,7 @@ class SessionTracker:
         """Start a new active session (the ``kimi.session.new`` command)."""
         mode = self.mode
         if name is None:
-            name = f"{_stamp(now)} {provider or mode}"
+            name = f"{self.label + ' ' if self.label else ''}{_stamp(now)} {provider or mode}"
         self.active = Session(uuid.uuid4().hex, name, provider, now, mode, now)
         return self.active
 

@@ -87,6 +87,7 @@ class LLMCall:
     original: Analysis | None = None
     compaction: Rewritten | None = None
     controls: dict[str, str] = field(default_factory=dict)  # its X-Kimi-* headers (removed before sending)
+    user: str | None = None  # who made it, on a proxy with proxyauth
     project: str | None = None  # the working directory its agent named, when read before its conversation
     hints: list[dict[str, Any]] | None = None  # the memories added to its system prompt (kimi_memory_hints)
 

@@ -69,7 +69,8 @@ class KimiConversations:
             agent=client.agent,
             digests=result.contents,
             first_user=first_user,
-            session_key=keys.session,
+            # On a shared proxy, one user's conversation never continues another's (same words or not).
+            session_key=f"{call.user}\0{keys.session or ''}" if call.user else keys.session,
             conversation_key=keys.conversation,
             previous_response_id=keys.previous_response,
             prior_seq=result.prior_seq,

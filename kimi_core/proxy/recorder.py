@@ -80,6 +80,7 @@ def request_row(flow: http.HTTPFlow, call: LLMCall) -> dict[str, Any]:
         "agent_version": call.client.version if call.client else None,
         "conversation_id": call.conversation.id if call.conversation else None,
         "project": (call.conversation.project if call.conversation else None) or call.project,
+        "user": call.user,
         "hints": json.dumps(call.hints, ensure_ascii=False) if call.hints else None,
         "cache_write_tokens": usage.cache_write_tokens if usage else None,
         "reasoning_tokens": usage.reasoning_tokens if usage else None,
@@ -197,7 +198,7 @@ class KimiRecorder:
         if session is not None and session.id not in self._sessions_written:
             self._sessions_written.add(session.id)
             store.submit(SessionRecord(session.id, session.name, session.provider,
-                                       now_iso(session.started_at), session.mode))
+                                       now_iso(session.started_at), session.mode, call.user))
         result = call.result()
         if call.watcher is not None and call.reply is not None:
             response_body: Any = {"stream": True, "text": call.reply.text, "error": call.reply.error}

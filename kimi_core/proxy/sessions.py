@@ -10,6 +10,7 @@ import urllib.parse
 from mitmproxy import command, ctx, exceptions, http
 
 from kimi_core.proxy.context import KimiContext
+from kimi_core.redact import printable
 from kimi_core.sessions import MODES, Session, SessionTracker
 
 logger = logging.getLogger(__name__)
@@ -47,10 +48,19 @@ def strip_control_headers(headers: http.Headers) -> dict[str, str]:
     return found
 
 
+def user_of(flow: http.HTTPFlow) -> str | None:
+    """The user mitmproxy's ``proxyauth`` let in (its password is never read), or None."""
+    found = flow.metadata.get("proxyauth")
+    if isinstance(found, (tuple, list)) and found and isinstance(found[0], str) and found[0]:
+        return printable(found[0])[:200]
+    return None
+
+
 class KimiSessions:
     def __init__(self, kimi: KimiContext) -> None:
         self.kimi = kimi
         self.tracker = SessionTracker()
+        self._users: dict[str, SessionTracker] = {}  # on a proxy with proxyauth: each user's own sessions
         self._by_client: dict[str, str] = {}  # client connection id -> the session its proxy credentials name
 
     def load(self, loader) -> None:
@@ -69,8 +79,9 @@ class KimiSessions:
         if "kimi_session_idle" in updated and ctx.options.kimi_session_idle <= 0:
             raise exceptions.OptionsError("kimi_session_idle must be a positive number of seconds")
         if updated & {"kimi_session_mode", "kimi_session_idle"}:
-            self.tracker.mode = ctx.options.kimi_session_mode
-            self.tracker.idle_seconds = ctx.options.kimi_session_idle
+            for tracker in (self.tracker, *self._users.values()):
+                tracker.mode = ctx.options.kimi_session_mode
+                tracker.idle_seconds = ctx.options.kimi_session_idle
 
     def running(self) -> None:
         if self.kimi.store is not None:
@@ -98,10 +109,20 @@ class KimiSessions:
             return
         call.controls = strip_control_headers(flow.request.headers)
         pinned = call.controls.get(SESSION_HEADER.lower(), "").strip() or self._by_client.get(flow.client_conn.id, "")
-        session, is_new = self.tracker.assign(call.provider, time.time(), pinned or None)
+        call.user = user_of(flow)
+        session, is_new = self._tracker(call.user).assign(call.provider, time.time(), pinned or None)
         call.session = session
         if is_new:
             logger.info("kimi: session %r started (%s)", session.name, call.provider)
+
+    def _tracker(self, user: str | None) -> SessionTracker:
+        if user is None:
+            return self.tracker
+        tracker = self._users.get(user)
+        if tracker is None:
+            tracker = self._users[user] = SessionTracker(self.tracker.mode, self.tracker.idle_seconds)
+            tracker.label = user
+        return tracker
 
     @command.command("kimi.session.new")
     def session_new(self, *name: str) -> None:

@@ -227,3 +227,11 @@ def m010_projects(db: Database) -> None:
     db.execute("DROP INDEX IF EXISTS idx_memories_kind_content")
     db["memories"].create_index(["kind", "content", "project"], unique=True,
                                 index_name="idx_memories_kind_content_project")
+
+
+@migrations(name="011_users")
+def m011_users(db: Database) -> None:
+    """Who made each call on a shared proxy (mitmproxy's ``proxyauth``): its user, and each session's."""
+    db["requests"].add_column("user", str)
+    db["sessions"].add_column("user", str)
+    db["requests"].create_index(["user", "ts"], index_name="idx_requests_user_ts", if_not_exists=True)

@@ -81,9 +81,13 @@ def sessions(conn: sqlite3.Connection, reject_at: float = 0.95) -> list[dict[str
 
 
 def _filters(conn: sqlite3.Connection, session: str | None = None, agent: str | None = None,
-             since: str | None = None, conversation: str | None = None, prefix: str = "") -> tuple[str, list]:
+             since: str | None = None, conversation: str | None = None, prefix: str = "",
+             user: str | None = None) -> tuple[str, list]:
     """``WHERE ...`` (or "") and its parameters, for the options the commands share."""
     clauses, params = [], []
+    if user:
+        clauses.append(f"{prefix}user = ?")
+        params.append(user)
     if session:
         clauses.append(f"{prefix}session_id = ?")
         params.append(resolve_session(conn, session))
@@ -100,13 +104,13 @@ def _filters(conn: sqlite3.Connection, session: str | None = None, agent: str | 
 
 
 def requests(conn: sqlite3.Connection, session: str | None = None, limit: int = 20, agent: str | None = None,
-             conversation: str | None = None) -> list[dict[str, Any]]:
-    where, params = _filters(conn, session, agent, conversation=conversation)
+             conversation: str | None = None, user: str | None = None) -> list[dict[str, Any]]:
+    where, params = _filters(conn, session, agent, conversation=conversation, user=user)
     return _rows(conn, f"""
         SELECT id, ts, session_id AS session, provider, model, dialect, method, path, status_code AS status, streamed,
                prompt_tokens_est, prompt_tokens, prompt_tokens_cal, completion_tokens, cached_tokens, window_share,
                action, tokens_before, tokens_after, ttfb_ms, duration_ms, error, agent, conversation_id AS conversation,
-               cost_usd, cost_note
+               cost_usd, cost_note, user
         FROM requests {where} ORDER BY ts DESC LIMIT ?""", [*params, limit])
 
 
@@ -132,13 +136,14 @@ GROUPINGS = {  # kimi-proxy cost --by ...
     "provider": "r.provider",
     "session": "coalesce(s.name, r.session_id)",
     "conversation": "coalesce(substr(r.conversation_id, 1, 8) || ' ' || c.title, '(none)')",
+    "user": "coalesce(r.user, '(no proxyauth)')",
 }
 
 
 def costs(conn: sqlite3.Connection, by: str = "day", since: str | None = None, agent: str | None = None,
-          session: str | None = None) -> list[dict[str, Any]]:
-    """What LLM calls cost, grouped ``by`` day, agent, model, provider, session or conversation."""
-    where, params = _filters(conn, session, agent, since, prefix="r.")
+          session: str | None = None, user: str | None = None) -> list[dict[str, Any]]:
+    """What LLM calls cost, grouped ``by`` day, agent, model, provider, session, conversation or user."""
+    where, params = _filters(conn, session, agent, since, prefix="r.", user=user)
     where = (where + " AND " if where else "WHERE ") + "r.dialect IS NOT NULL"
     return _rows(conn, f"""
         SELECT {GROUPINGS[by]} AS "group", count(*) AS calls, sum(r.prompt_tokens) AS prompt_tokens,

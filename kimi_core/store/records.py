@@ -23,6 +23,7 @@ class SessionRecord:
     provider: str | None
     started_at: str
     mode: str
+    user: str | None = None  # who, on a proxy with proxyauth
 
 
 @dataclass(slots=True)

@@ -348,8 +348,8 @@ class Store:
     @staticmethod
     def _write_other(conn: sqlite3.Connection, r: Any, stamp: str) -> None:
         if isinstance(r, SessionRecord):
-            conn.execute("INSERT OR IGNORE INTO sessions (id, name, provider, started_at, mode) VALUES (?, ?, ?, ?, ?)",
-                         (r.id, r.name, r.provider, r.started_at, r.mode))
+            conn.execute("INSERT OR IGNORE INTO sessions (id, name, provider, started_at, mode, user) "
+                         "VALUES (?, ?, ?, ?, ?, ?)", (r.id, r.name, r.provider, r.started_at, r.mode, r.user))
         elif isinstance(r, ConversationRecord):
             # Written again when its project is found after its first call: only the project changes.
             conn.execute("INSERT INTO conversations (id, session_id, agent, agent_version, parent_id, "

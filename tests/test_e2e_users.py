@@ -1,0 +1,80 @@
+"""A shared proxy with users: mitmproxy's proxyauth (an htpasswd file) names who made each call."""
+
+import json
+import secrets
+import sqlite3
+import subprocess
+import sys
+import uuid
+
+import bcrypt
+import httpx
+import openai
+import pytest
+from conftest import wait_rows
+from test_e2e import trust
+
+from kimi_core.testing.proxy import Mitmdump
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def shared(fake, tmp_path_factory):
+    work = tmp_path_factory.mktemp("users")
+    passwords = {user: secrets.token_urlsafe(12) for user in ("alice", "bob")}  # made here, never kept
+    (work / "htpasswd").write_text("".join(
+        f"{user}:{bcrypt.hashpw(pw.encode(), bcrypt.gensalt(rounds=4)).decode()}\n" for user, pw in passwords.items()))
+    with Mitmdump(work, upstream_port=fake.port, options={"proxyauth": f"@{work / 'htpasswd'}"}) as proxy:
+        yield proxy, passwords
+
+
+def client_of(proxy, user, password):
+    url = proxy.url.replace("http://", f"http://{user}:{password}@")
+    return openai.OpenAI(api_key="sk-test-users-e2e", max_retries=0,
+                         http_client=openai.DefaultHttpxClient(proxy=url, verify=trust(proxy)))
+
+
+def test_each_call_carries_its_user_and_each_user_has_sessions_of_their_own(shared):
+    proxy, passwords = shared
+    model = f"users-{uuid.uuid4().hex[:8]}"
+    for user in ("alice", "bob", "alice"):
+        client_of(proxy, user, passwords[user]).chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "hello, same words"}])
+    rows = wait_rows(proxy.db, "model = ?", (model,), count=3)
+    assert [r["user"] for r in rows] == ["alice", "bob", "alice"]
+    conversations = {r["user"]: r["conversation_id"] for r in rows}
+    assert conversations["alice"] != conversations["bob"]  # the same words, two people's conversations
+    sessions = {r["user"]: r["session_id"] for r in rows}
+    assert sessions["alice"] != sessions["bob"] and rows[0]["session_id"] == rows[2]["session_id"]
+    db = sqlite3.connect(proxy.db)
+    named = dict(db.execute("SELECT user, name FROM sessions WHERE user IS NOT NULL").fetchall())
+    assert named["alice"].startswith("alice ") and named["bob"].startswith("bob ")
+    # The passwords proxyauth checked are nowhere Kimi writes.
+    stored = proxy.db.read_bytes() + b"".join(p.read_bytes() for p in proxy.db.parent.glob("kimi.db-*"))
+    assert not any(pw.encode() in stored or pw in proxy.log() for pw in passwords.values())
+
+
+def test_the_command_line_groups_and_filters_by_user(shared):
+    proxy, passwords = shared
+    model = f"users-{uuid.uuid4().hex[:8]}"
+    for user in ("alice", "bob"):
+        client_of(proxy, user, passwords[user]).chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "hi"}])
+    wait_rows(proxy.db, "model = ?", (model,), count=2)
+
+    def kimi_proxy(*args):
+        out = subprocess.run([sys.executable, "-m", "kimi_core.cli", "--db", str(proxy.db), *args],
+                             capture_output=True, text=True, check=True)
+        return json.loads(out.stdout)
+
+    by_user = {r["group"]: r["calls"] for r in kimi_proxy("cost", "--by", "user", "--json")}
+    assert by_user["alice"] >= 1 and by_user["bob"] >= 1
+    assert {r["user"] for r in kimi_proxy("requests", "--user", "bob", "--limit", "100", "--json")} == {"bob"}
+
+
+def test_without_credentials_the_proxy_asks_for_them(shared):
+    proxy, _ = shared
+    with httpx.Client(proxy=proxy.url, verify=trust(proxy), trust_env=False) as anonymous:
+        with pytest.raises(httpx.ProxyError, match="407"):
+            anonymous.post("https://api.openai.com/v1/chat/completions", json={"model": "x", "messages": []})
