@@ -75,6 +75,6 @@ def test_the_command_line_groups_and_filters_by_user(shared):
 
 def test_without_credentials_the_proxy_asks_for_them(shared):
     proxy, _ = shared
-    with httpx.Client(proxy=proxy.url, verify=trust(proxy), trust_env=False) as anonymous:
-        with pytest.raises(httpx.ProxyError, match="407"):
-            anonymous.post("https://api.openai.com/v1/chat/completions", json={"model": "x", "messages": []})
+    with httpx.Client(proxy=proxy.url, verify=trust(proxy), trust_env=False) as anonymous, \
+            pytest.raises(httpx.ProxyError, match="407"):
+        anonymous.post("https://api.openai.com/v1/chat/completions", json={"model": "x", "messages": []})

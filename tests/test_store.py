@@ -39,19 +39,19 @@ def test_schema_after_migrating(tmp_path):
     db = sqlite3.connect(tmp_path / "kimi.db")
     tables = {name: [c[1] for c in db.execute(f"PRAGMA table_info({name})")]
               for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert tables["sessions"] == ["id", "name", "provider", "started_at", "mode"]
+    assert tables["sessions"] == ["id", "name", "provider", "started_at", "mode", "user"]
     assert tables["requests"][:21] == [
         "id", "ts", "session_id", "provider", "dialect", "host", "path", "method", "model", "status_code",
         "streamed", "prompt_tokens_est", "tokenizer", "tokens_approximate", "prompt_tokens",
         "completion_tokens", "cached_tokens", "ttfb_ms", "duration_ms", "action", "error"]
     assert {"request_body", "response_body", "messages"} <= set(tables["requests"])
     assert tables["blobs"] == ["hash", "size", "data", "created_at", "last_used"]
-    assert tables["requests"][-20:] == ["context_window", "window_source", "calibration_factor",
+    assert tables["requests"][-21:] == ["context_window", "window_source", "calibration_factor",
                                         "prompt_tokens_cal", "window_share",
                                         "tokens_before", "tokens_after", "compacted_results",
                                         "calibration_overhead", "transport", "agent", "agent_version",
                                         "conversation_id", "cache_write_tokens", "reasoning_tokens",
-                                        "cost_usd", "cost_note", "saved_usd", "project", "hints"]
+                                        "cost_usd", "cost_note", "saved_usd", "project", "hints", "user"]
     assert tables["conversations"] == ["id", "session_id", "agent", "agent_version", "parent_id", "started_at",
                                        "title", "first_request_id", "project"]
     assert tables["alerts"] == ["id", "ts", "session_id", "request_id", "level", "kind", "message"]
@@ -62,7 +62,7 @@ def test_schema_after_migrating(tmp_path):
     assert [n for (n,) in db.execute("SELECT name FROM _sqlite_migrations")] == [
         "001_initial", "002_context_guard", "003_archives", "004_compaction", "005_memories",
         "006_calibration_overhead", "007_conversations_and_agents", "008_cost", "009_conversation_timeline",
-        "010_projects"]
+        "010_projects", "011_users"]
     assert tables["memories"] == ["id", "created_at", "last_seen", "session_id", "provider", "kind", "content",
                                   "source_text", "confidence", "count", "project"]
 
