@@ -8,7 +8,7 @@ import sys
 import uuid
 
 import pytest
-from conftest import chromium, wait_rows
+from conftest import CHROMIUM_ARGS, chromium, wait_rows
 from test_e2e import anthropic_client, openai_client
 from test_e2e_compaction import tool_call, tool_output
 
@@ -199,8 +199,9 @@ def test_the_report_shows_the_chart_in_a_browser(recorded, tmp_path):
     # Its conversations, with their agent and what they cost (tiny-1 has no price: said, not made up).
     assert page.count('class="conversation"') == 2 and "openai-python" in page and "unpriced" in page
     shot = tmp_path / "report.png"
-    subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
-                    "--window-size=1000,800", out.as_uri()], capture_output=True, timeout=60, check=True)
+    subprocess.run([chromium(), "--headless", *CHROMIUM_ARGS, f"--user-data-dir={tmp_path / 'chromium'}",
+                    f"--screenshot={shot}", "--window-size=1000,800", out.as_uri()],
+                   capture_output=True, timeout=60, check=True)
     image = Image.open(shot).convert("RGB")
     pixels = list(image.get_flattened_data()) if hasattr(image, "get_flattened_data") else list(image.getdata())
     # The prompt line (#2563eb), the thresholds (#d98c00) and the refusal (#dc2626) are drawn.

@@ -9,14 +9,12 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import chromium, dashboard_proxy, wait_rows
+from conftest import CHROMIUM_ARGS, chromium, dashboard_proxy, wait_rows
 from test_e2e import anthropic_client, openai_client
 
 pytestmark = pytest.mark.e2e
 
 ARTIFACTS = Path(os.environ.get("KIMI_ARTIFACTS") or Path(__file__).resolve().parent.parent / "test-artifacts")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
-                 "--disable-background-networking", "--disable-component-update"]
 TIMEOUT = 20_000  # ms: how long the page may take to show what is awaited, on a loaded machine
 
 
