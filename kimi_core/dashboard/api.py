@@ -76,7 +76,7 @@ def now(conn: sqlite3.Connection, lines: Lines, minutes: float = ACTIVE_MINUTES,
     totals = conn.execute("SELECT count(*), sum(cost_usd) FROM requests WHERE ts >= ? AND dialect IS NOT NULL",
                           (_since(minutes),)).fetchone()
     return {"conversations": out, "lines": lines.as_dict(), "minutes": minutes,
-            "calls": totals[0], "cost_usd": totals[1], "unread_alerts": None}
+            "calls": totals[0], "cost_usd": totals[1]}
 
 
 def conversation_summary(conn: sqlite3.Connection, cid: str, lines: Lines) -> dict[str, Any]:

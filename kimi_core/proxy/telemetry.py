@@ -90,7 +90,7 @@ class Export:
                 self.inner.shutdown()
 
             def force_flush(self, timeout_millis: int = 30_000) -> bool:
-                return True
+                return self.inner.force_flush(timeout_millis)
 
         base = endpoint.rstrip("/") if endpoint else None
         resource = Resource.create({"service.name": "kimi-proxy", "service.version": VERSION})
