@@ -14,7 +14,7 @@
     kimi-proxy doctor                        CA trust, database, config, tokenizers: what is wrong, and the fix
 
 Every listing is a table, or JSON with ``--json``; ``--db`` chooses the
-database. Errors are one line on stderr and a non-zero exit, never a
+database, and ``--db A --db B`` reads several as one (``kimi_core.store.merged``). Errors are one line on stderr and a non-zero exit, never a
 traceback.
 """
 
@@ -38,14 +38,22 @@ from kimi_core.cost import usd
 from kimi_core.errors import KimiError
 from kimi_core.redact import printable
 from kimi_core.store import queries
+from kimi_core.store.merged import open_merged
 from kimi_core.store.read import load_archive, load_request_body, load_response_body
 
 DEFAULT_DB = "~/.kimi-proxy/kimi.db"
 DEFAULT_CONFDIR = "~/.mitmproxy"
 
 
-def connect(path: str) -> sqlite3.Connection:
-    db = Path(path).expanduser()
+def connect(paths: str | list[str]) -> sqlite3.Connection:
+    """The database read-only, checked and upgraded; several (``--db A --db B``) as one merged view."""
+    if isinstance(paths, list):
+        if len(paths) == 1:
+            return connect(paths[0])
+        for path in paths:
+            connect(path).close()
+        return open_merged([Path(p).expanduser().resolve() for p in paths])
+    db = Path(paths).expanduser()
     if not db.exists():
         raise KimiError(f"no database at {db} (start the proxy first, or pass --db)")
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
@@ -103,7 +111,7 @@ def emit(rows: list[dict[str, Any]], args: argparse.Namespace, columns: dict[str
 
 
 def cmd_sessions(args: argparse.Namespace) -> int:
-    rows = queries.sessions(connect(args.db), args.reject_at)
+    rows = queries.sessions(connect(args.dbs), args.reject_at)
     return emit(rows, args, {
         "session": lambda r: r["name"] or r["session"][:8],
         "provider": lambda r: r["provider"],
@@ -125,7 +133,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
 
 
 def cmd_requests(args: argparse.Namespace) -> int:
-    rows = queries.requests(connect(args.db), args.session, args.limit, args.agent, args.conversation, args.user)
+    rows = queries.requests(connect(args.dbs), args.session, args.limit, args.agent, args.conversation, args.user)
     return emit(rows, args, {
         "id": lambda r: r["id"][:8],
         "time": lambda r: _when(r["ts"]),
@@ -149,7 +157,7 @@ def cmd_requests(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    conn = connect(args.db)
+    conn = connect(args.dbs)
     rows = queries.stats(conn, args.since)
     other = queries.other_calls(conn, args.since)
     if other and not args.json:
@@ -174,7 +182,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_conversations(args: argparse.Namespace) -> int:
-    rows = queries.conversations(connect(args.db), args.session, args.agent, args.limit)
+    rows = queries.conversations(connect(args.dbs), args.session, args.agent, args.limit)
     return emit(rows, args, {
         "conversation": lambda r: r["conversation"][:8],
         "agent": lambda r: r["agent"],
@@ -192,7 +200,7 @@ def cmd_conversations(args: argparse.Namespace) -> int:
 
 
 def cmd_cost(args: argparse.Namespace) -> int:
-    rows = queries.costs(connect(args.db), args.by, args.since, args.agent, args.session, args.user)
+    rows = queries.costs(connect(args.dbs), args.by, args.since, args.agent, args.session, args.user)
     if rows and not args.json:
         total = sum(r["cost_usd"] or 0 for r in rows)
         unpriced = sum(r["unpriced"] or 0 for r in rows)
@@ -213,7 +221,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
-    rows = queries.alerts(connect(args.db), args.limit)
+    rows = queries.alerts(connect(args.dbs), args.limit)
     return emit(rows, args, {
         "time": lambda r: _when(r["ts"]), "kind": lambda r: r["kind"], "level": lambda r: _share(r["level"]),
         "request": lambda r: (r["request_id"] or "")[:8], "message": lambda r: r["message"][:110],
@@ -224,6 +232,8 @@ def cmd_memories(args: argparse.Namespace) -> int:
     if args.forget:
         if not args.ids:
             raise KimiError("kimi-proxy memories forget ID [ID...]: which ones? (kimi-proxy memories lists them)")
+        if len(args.dbs) > 1:
+            raise KimiError("kimi-proxy memories forget: one --db at a time (ids are each database's own)")
         connect(args.db).close()  # a Kimi database, upgraded
         with contextlib.closing(sqlite3.connect(Path(args.db).expanduser(), timeout=10)) as conn, conn:
             gone = [i for i in args.ids if conn.execute("DELETE FROM memories WHERE id = ?", (i,)).rowcount]
@@ -233,7 +243,7 @@ def cmd_memories(args: argparse.Namespace) -> int:
         if missing:
             raise KimiError(f"no memory {', '.join(map(str, missing))}")
         return 0
-    rows = queries.memories(connect(args.db), args.kind, args.project)
+    rows = queries.memories(connect(args.dbs), args.kind, args.project)
     return emit(rows, args, {
         "id": lambda r: r["id"], "kind": lambda r: r["kind"], "content": lambda r: r["content"],
         "project": lambda r: r["project"] or "", "count": lambda r: r["count"],
@@ -242,7 +252,7 @@ def cmd_memories(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    conn = connect(args.db)
+    conn = connect(args.dbs)
     if not args.request_id.strip():
         raise KimiError("give a request id, or its first characters (kimi-proxy requests lists them)")
     matches = [r for (r,) in conn.execute("SELECT id FROM requests WHERE id LIKE ? || '%' LIMIT 2",
@@ -273,13 +283,13 @@ def write_raw(data: bytes) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    return write_raw(load_archive(connect(args.db), args.sha))
+    return write_raw(load_archive(connect(args.dbs), args.sha))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from kimi_core.report import build  # only this command needs it
 
-    html = build(connect(args.db), args.session, args.reject_at)
+    html = build(connect(args.dbs), args.session, args.reject_at)
     fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it shows your prompts: private
     os.fchmod(fd, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
@@ -350,15 +360,18 @@ def ratio(text: str) -> float:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kimi-proxy", description="Read what Kimi Proxy recorded.")
-    p.add_argument("--db", default=DEFAULT_DB, help=f"the database (default {DEFAULT_DB})")
+    p.add_argument("--db", action="append", help=f"the database (default {DEFAULT_DB}); repeated, the listings "
+                   "read several as one (a proxy per core or machine)")
     sub = p.add_subparsers(dest="command", required=True)
 
-    def command(name: str, func: Callable, help: str, listing: bool = True) -> argparse.ArgumentParser:
+    def command(name: str, func: Callable, help: str, listing: bool = True, merges: bool = True
+                ) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help, description=help)
-        c.add_argument("--db", default=argparse.SUPPRESS, help="the database")
+        c.add_argument("--db", dest="more_db", action="append", default=argparse.SUPPRESS,
+                       help="the database" + (" (repeat it to read several as one)" if merges else ""))
         if listing:
             c.add_argument("--json", action="store_true", help="JSON instead of a table")
-        c.set_defaults(func=func)
+        c.set_defaults(func=func, merges=merges)
         return c
 
     c = command("sessions", cmd_sessions, "sessions: tokens, peak share of the window, refusals, forecast")
@@ -401,7 +414,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", default="kimi-report.html")
     c.add_argument("--reject-at", type=ratio, default=0.95, help="the guard's refusal threshold")
     c = command("run", cmd_run, "run a command with its LLM calls through Kimi (the running proxy, or one "
-                "started for it): kimi-proxy run [--session NAME] -- claude", listing=False)
+                "started for it): kimi-proxy run [--session NAME] -- claude", listing=False, merges=False)
     c.add_argument("--session", help="the session its calls go in (default: the command's name and the time)")
     c.add_argument("--confdir", default=DEFAULT_CONFDIR, help="mitmproxy's confdir, for a proxy started here")
     c.add_argument("--proxy-arg", action="append", default=[], metavar="ARG",
@@ -409,10 +422,10 @@ def parser() -> argparse.ArgumentParser:
                         "--proxy-arg=kimi_budget_daily_usd=5)")
     c.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     command("dashboard", cmd_dashboard, "print the address of the running proxy's live dashboard "
-            "(token included)", listing=False)
+            "(token included)", listing=False, merges=False)
     command("mcp", cmd_mcp, "an MCP server (stdio) whose tool kimi_original lets an agent's model read what "
-            "compaction left out", listing=False)
-    c = command("doctor", cmd_doctor, "check CA trust, the database, the config and the tokenizers")
+            "compaction left out", listing=False, merges=False)
+    c = command("doctor", cmd_doctor, "check CA trust, the database, the config and the tokenizers", merges=False)
     c.add_argument("--confdir", default=DEFAULT_CONFDIR, help="mitmproxy's confdir")
     c.add_argument("--config", help="Kimi's config file (default ~/.kimi-proxy/config.toml)")
     return p
@@ -420,7 +433,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    args.dbs = (args.db or []) + getattr(args, "more_db", []) or [DEFAULT_DB]
+    args.db = args.dbs[0]
     try:
+        if len(args.dbs) > 1 and not args.merges:
+            raise KimiError(f"kimi-proxy {args.command} reads one database: give one --db")
         return args.func(args)
     except BrokenPipeError:  # kimi-proxy requests | head
         return 0

@@ -134,3 +134,55 @@ def test_memories_are_listed_by_project_and_forgotten_by_id(tmp_path):
     assert [m["content"] for m in left] == ["prefers httpx over requests"]
     missing = kimi_proxy("--db", str(path), "memories", "forget", "999")
     assert missing.returncode == 1 and "no memory 999" in missing.stderr
+
+
+@pytest.fixture(scope="module")
+def two_proxies(tmp_path_factory):
+    """Two proxies' databases, as two instances behind a load balancer write them: alice on one, bob on both."""
+    from kimi_core.store import ArchiveRecord, SessionRecord
+
+    paths = []
+    for n, calls in enumerate([[("alice", 0.25), ("bob", 0.5)], [("bob", 1.0), ("bob", 2.0)]]):
+        path = tmp_path_factory.mktemp(f"instance{n}") / "kimi.db"
+        store = Store(path)
+        store.open()
+        store.start()
+        for i, (user, cost) in enumerate(calls):
+            session = f"s{n}{user}"
+            store.submit(SessionRecord(session, f"{user} 2026-12-02", "openai", "2026-12-02T10:00:00", "auto", user))
+            store.submit(RequestRecord({"id": f"r{n}{i}{user}", "ts": f"2026-12-02T10:0{n}:0{i}",
+                                        "session_id": session, "provider": "openai", "dialect": "openai-chat",
+                                        "model": "gpt-4o", "user": user, "cost_usd": cost, "prompt_tokens": 100},
+                                       {**BODY, "api_key": None, "n": n}, "messages"))
+        store.submit(ArchiveRecord(f"original on instance {n}", 10, 1, f"r{n}0", "ls"))
+        store.close()
+        paths.append(path)
+    return paths
+
+
+def test_several_databases_read_as_one(two_proxies):
+    dbs = [a for p in two_proxies for a in ("--db", str(p))]
+    by_user = {r["group"]: (r["calls"], r["cost_usd"])
+               for r in json.loads(kimi_proxy(*dbs, "cost", "--by", "user", "--json").stdout)}
+    assert by_user == {"alice": (1, 0.25), "bob": (3, 3.5)}
+    listed = json.loads(kimi_proxy(*dbs, "requests", "--user", "bob", "--json").stdout)
+    assert [r["id"] for r in listed] == ["r11bob", "r10bob", "r01bob"]  # newest first, across both
+    sessions = json.loads(kimi_proxy(*dbs, "sessions", "--json").stdout)
+    assert sorted((s["session"], s["requests"]) for s in sessions) == [("s0alice", 1), ("s0bob", 1), ("s1bob", 2)]
+    # The subcommand's --db adds to the first one's; a body and an archive are found in whichever holds them.
+    shown = kimi_proxy("--db", str(two_proxies[0]), "show", "r11bob", "--db", str(two_proxies[1]))
+    assert shown.returncode == 0 and json.loads(shown.stdout)["n"] == 1
+    import hashlib
+    digest = hashlib.sha256(b"original on instance 1").hexdigest()
+    assert kimi_proxy(*dbs, "restore", digest[:12]).stdout == "original on instance 1"
+
+
+@pytest.mark.parametrize("args", [("memories", "forget", "1"), ("doctor",), ("dashboard",)])
+def test_what_writes_or_serves_takes_one_database(two_proxies, args):
+    out = kimi_proxy("--db", str(two_proxies[0]), "--db", str(two_proxies[1]), *args)
+    assert out.returncode == 1 and "one --db" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_more_databases_than_sqlite_attaches_is_one_clear_line(two_proxies):
+    out = kimi_proxy(*[a for _ in range(6) for p in two_proxies for a in ("--db", str(p))], "cost")
+    assert out.returncode == 1 and "at most 10 at once" in out.stderr
