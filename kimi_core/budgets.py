@@ -1,4 +1,4 @@
-"""Spending budgets: per session, per day, and per agent per day, in US dollars.
+"""Spending budgets: per session, per day, per agent per day and per user per day, in US dollars.
 
 Spend is what calls cost (``kimi_core.cost``), added as each call's row is
 written; at start it is read back from the database, so a restart does not
@@ -36,13 +36,14 @@ def parse_usd(text: str, name: str) -> float | None:
     return value
 
 
-def parse_agents(text: str, name: str) -> dict[str, float]:
-    """``claude-code=10, codex=5``: a daily budget per agent."""
+def parse_agents(text: str, name: str, example: str = "AGENT=DOLLARS (write claude-code=10,codex=5)"
+                 ) -> dict[str, float]:
+    """``claude-code=10, codex=5``: a daily budget per agent (or per user: ``alice=10,*=3``)."""
     out = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         agent, sep, amount = part.partition("=")
         if not sep or not agent.strip():
-            raise ValueError(f"{name}: {part!r} is not AGENT=DOLLARS (write claude-code=10,codex=5)")
+            raise ValueError(f"{name}: {part!r} is not {example}")
         value = parse_usd(amount, f"{name} ({agent.strip()})")
         if value is not None:
             out[agent.strip()] = value
@@ -61,30 +62,42 @@ def today(now: float) -> str:
     return datetime.datetime.fromtimestamp(now).date().isoformat()
 
 
+EVERYONE = "*"  # in kimi_budget_users: each user not named
+
+
 class Budgets:
+    """Spend and limits. ``users`` maps a user (as proxyauth names them) to a daily limit; ``*`` is everyone
+    else's, each their own."""
+
     def __init__(self, session: float | None = None, daily: float | None = None,
-                 agents: dict[str, float] | None = None, alert_at: tuple[float, ...] = (0.75, 0.85, 0.95)) -> None:
+                 agents: dict[str, float] | None = None, alert_at: tuple[float, ...] = (0.75, 0.85, 0.95),
+                 users: dict[str, float] | None = None) -> None:
         self.session, self.daily, self.agents, self.alert_at = session, daily, dict(agents or {}), alert_at
+        self.users = dict(users or {})
         self._day = ""
         self._daily = 0.0
         self._agents: dict[str, float] = {}
+        self._users: dict[str, float] = {}
         self._sessions: OrderedDict[str, float] = OrderedDict()
         self._alerted: set[tuple[str, float]] = set()  # (budget key, share) already alerted
 
     def set_limits(self, session: float | None, daily: float | None, agents: dict[str, float],
-                   alert_at: tuple[float, ...]) -> None:
+                   alert_at: tuple[float, ...], users: dict[str, float] | None = None) -> None:
         """New limits (the options changed); what was spent stays."""
         self.session, self.daily, self.agents, self.alert_at = session, daily, dict(agents), alert_at
+        self.users = dict(users or {})
 
     @property
     def active(self) -> bool:
-        return bool(self.session or self.daily or self.agents)
+        return bool(self.session or self.daily or self.agents or self.users)
 
-    def load(self, day: str, daily: float, agents: dict[str, float], sessions: dict[str, float]) -> None:
-        """Spend already recorded: today's (``day``), per agent today, per session."""
-        self._day, self._daily, self._agents = day, daily, dict(agents)
+    def load(self, day: str, daily: float, agents: dict[str, float], sessions: dict[str, float],
+             users: dict[str, float] | None = None) -> None:
+        """Spend already recorded: today's (``day``), per agent today, per session, per user today."""
+        self._day, self._daily, self._agents, self._users = day, daily, dict(agents), dict(users or {})
         self._sessions = OrderedDict(sessions)
         for key, spent in [("day", daily), *((f"agent:{a}", s) for a, s in agents.items()),
+                           *((f"user:{u}", s) for u, s in self._users.items()),
                            *((f"session:{k}", s) for k, s in sessions.items())]:
             limit = self._limit(key)
             for share in self.alert_at:  # crossed before the restart: not again
@@ -94,7 +107,7 @@ class Budgets:
     def _roll(self, now: float) -> None:
         day = today(now)
         if day != self._day:
-            self._day, self._daily, self._agents = day, 0.0, {}
+            self._day, self._daily, self._agents, self._users = day, 0.0, {}, {}
             self._alerted = {k for k in self._alerted if k[0].startswith("session:")}
 
     def _limit(self, key: str) -> float | None:
@@ -102,39 +115,50 @@ class Budgets:
             return self.daily
         if key.startswith("agent:"):
             return self.agents.get(key[6:])
+        if key.startswith("user:"):
+            return self._user_limit(key[5:])
         return self.session
 
-    def _budgets(self, session: str | None, agent: str | None) -> list[tuple[str, Budget]]:
+    def _user_limit(self, user: str) -> float | None:
+        return self.users.get(user, self.users.get(EVERYONE))
+
+    def _budgets(self, session: str | None, agent: str | None, user: str | None = None) -> list[tuple[str, Budget]]:
         out = []
         if self.daily:
             out.append(("day", Budget("the daily budget", "kimi_budget_daily_usd", self.daily, self._daily)))
         if agent and agent in self.agents:
             out.append((f"agent:{agent}", Budget(f"{agent}'s daily budget", "kimi_budget_agents",
                                                  self.agents[agent], self._agents.get(agent, 0.0))))
+        if user and (limit := self._user_limit(user)):
+            out.append((f"user:{user}", Budget(f"{user}'s daily budget", "kimi_budget_users", limit,
+                                               self._users.get(user, 0.0))))
         if self.session and session:
             out.append((f"session:{session}", Budget("the session budget", "kimi_budget_session_usd",
                                                      self.session, self._sessions.get(session, 0.0))))
         return out
 
-    def over(self, session: str | None, agent: str | None, now: float | None = None) -> Budget | None:
+    def over(self, session: str | None, agent: str | None, now: float | None = None,
+             user: str | None = None) -> Budget | None:
         """The first budget this call would go past (it is spent already), or None."""
         self._roll(time.time() if now is None else now)
-        return next((b for _, b in self._budgets(session, agent) if b.spent >= b.limit), None)
+        return next((b for _, b in self._budgets(session, agent, user) if b.spent >= b.limit), None)
 
     def add(self, session: str | None, agent: str | None, usd: float,
-            now: float | None = None) -> list[tuple[Budget, float]]:
+            now: float | None = None, user: str | None = None) -> list[tuple[Budget, float]]:
         """Count a call's cost; the (budget, share) thresholds it crossed, to alert on."""
         self._roll(time.time() if now is None else now)
         self._daily += usd
         if agent:
             self._agents[agent] = self._agents.get(agent, 0.0) + usd
+        if user:
+            self._users[user] = self._users.get(user, 0.0) + usd
         if session:
             self._sessions[session] = self._sessions.get(session, 0.0) + usd
             self._sessions.move_to_end(session)
             while len(self._sessions) > MAX_SESSIONS:
                 self._sessions.popitem(last=False)
         crossed = []
-        for key, budget in self._budgets(session, agent):
+        for key, budget in self._budgets(session, agent, user):
             for share in self.alert_at:
                 if budget.spent >= share * budget.limit and (key, share) not in self._alerted:
                     self._alerted.add((key, share))
@@ -143,9 +167,11 @@ class Budgets:
 
 
 def explain(budget: Budget) -> str:
+    raise_it = ("Ask whoever runs this proxy to raise it (kimi_budget_users)" if budget.option == "kimi_budget_users"
+                else f"Raise it with --set {budget.option}=...")
     return (f"Kimi Proxy refused this request before it left your machine: {budget.name} of "
-            f"${budget.limit:,.2f} is spent (${budget.spent:,.2f} so far). Raise it with "
-            f"--set {budget.option}=... (or wait for the next day), then try again.")
+            f"${budget.limit:,.2f} is spent (${budget.spent:,.2f} so far). {raise_it} "
+            "(or wait for the next day), then try again.")
 
 
 def over_budget_response(dialect: str | None, budget: Budget, streamed: bool, model: str | None,

@@ -243,10 +243,10 @@ def cmd_memories(args: argparse.Namespace) -> int:
         if missing:
             raise KimiError(f"no memory {', '.join(map(str, missing))}")
         return 0
-    rows = queries.memories(connect(args.dbs), args.kind, args.project)
+    rows = queries.memories(connect(args.dbs), args.kind, args.project, args.user)
     return emit(rows, args, {
         "id": lambda r: r["id"], "kind": lambda r: r["kind"], "content": lambda r: r["content"],
-        "project": lambda r: r["project"] or "", "count": lambda r: r["count"],
+        "project": lambda r: r["project"] or "", "user": lambda r: r["user"] or "", "count": lambda r: r["count"],
         "confidence": lambda r: f"{r['confidence']:.2f}", "last seen": lambda r: _when(r["last_seen"]),
     }, "no memories yet")
 
@@ -401,6 +401,7 @@ def parser() -> argparse.ArgumentParser:
                 "(kimi-proxy memories forget ID... deletes some)")
     c.add_argument("--kind", choices=("preference", "intention", "constraint"))
     c.add_argument("--project", help="only those said in this project (a working directory)")
+    c.add_argument("--user", help="only what this user said (a shared proxy with proxyauth)")
     c.add_argument("forget", nargs="?", choices=("forget",), help="forget the memories whose ids follow")
     c.add_argument("ids", nargs="*", type=int, help="ids of the memories to forget")
     c = command("show", cmd_show, "print a stored request body (or its response)", listing=False)

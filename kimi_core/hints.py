@@ -46,9 +46,10 @@ class Remembered:
     project: str  # "" when it was said with no project known
     created: datetime.date
     count: int = 1
+    user: str = ""  # who said it, on a shared proxy (proxyauth); "" when no one was named
 
-    def key(self) -> tuple[str, str, str]:
-        return self.kind, self.content, self.project
+    def key(self) -> tuple[str, str, str, str]:
+        return self.kind, self.content, self.project, self.user
 
 
 def terms(text: str) -> set[str]:
@@ -97,11 +98,14 @@ def secret(content: str) -> bool:
 
 
 def select(book: Iterable[Remembered], text: str, project: str | None, today: datetime.date,
-           max_tokens: int = MAX_TOKENS) -> list[Remembered]:
-    """The memories to bring back into a conversation whose user messages say ``text``."""
+           max_tokens: int = MAX_TOKENS, user: str | None = None) -> list[Remembered]:
+    """The memories to bring back into a conversation whose user messages say ``text``: only what this
+    ``user`` said (on a shared proxy, one person's memories never reach another's prompts)."""
     words = terms(text)
     scored: list[tuple[float, Remembered]] = []
     for m in book:
+        if m.user != (user or ""):
+            continue
         if m.project and m.project != (project or ""):
             continue  # said about another repository
         if secret(m.content):
@@ -213,16 +217,18 @@ class Book:
     """
 
     def __init__(self) -> None:
-        self._items: dict[tuple[str, str, str], Remembered] = {}
+        self._items: dict[tuple[str, str, str, str], Remembered] = {}
 
     def replace(self, items: Iterable[Remembered]) -> None:
         self._items = {m.key(): m for m in items}
 
-    def add(self, kind: str, content: str, project: str | None, today: datetime.date | None = None) -> None:
-        m = Remembered(None, kind, redact_text(content), project or "", today or datetime.date.today())
+    def add(self, kind: str, content: str, project: str | None, user: str | None = None,
+            today: datetime.date | None = None) -> None:
+        m = Remembered(None, kind, redact_text(content), project or "", today or datetime.date.today(),
+                       user=user or "")
         self._items.setdefault(m.key(), m)
 
-    def forget(self, memory_id: int | None = None, key: tuple[str, str, str] | None = None) -> None:
+    def forget(self, memory_id: int | None = None, key: tuple[str, str, str, str] | None = None) -> None:
         """Out of every block made from now on: by its id, or by what it says (a memory read from a
         message a moment ago has no id here until the next reading of the database)."""
         self._items = {k: m for k, m in self._items.items()
@@ -238,11 +244,11 @@ class Book:
 def read_book(conn) -> list[Remembered]:
     """Every memory in the database, for ``Book.replace``."""
     out = []
-    for memory_id, kind, content, project, created, count in conn.execute(
-            "SELECT id, kind, content, project, created_at, count FROM memories"):
+    for memory_id, kind, content, project, created, count, user in conn.execute(
+            "SELECT id, kind, content, project, created_at, count, user FROM memories"):
         try:
             day = datetime.date.fromisoformat((created or "")[:10])
         except ValueError:
             day = datetime.date.today()
-        out.append(Remembered(memory_id, kind, content, project or "", day, count or 1))
+        out.append(Remembered(memory_id, kind, content, project or "", day, count or 1, user or ""))
     return out

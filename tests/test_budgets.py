@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from kimi_core.budgets import Budgets, over_budget_response, parse_agents, parse_usd
+from kimi_core.budgets import Budgets, explain, over_budget_response, parse_agents, parse_usd
 
 NOON = datetime.datetime(2026, 12, 1, 12, 0).timestamp()
 NEXT_DAY = datetime.datetime(2026, 12, 2, 9, 0).timestamp()
@@ -42,6 +42,28 @@ def test_session_and_agent_budgets_apply_to_their_own_calls():
     budgets.add("s2", "claude-code", 0.6, NOON)
     assert budgets.over("s2", "claude-code", NOON).name == "claude-code's daily budget"
     assert budgets.over("s2", "codex", NOON) is None
+
+
+def test_each_user_has_a_daily_budget_of_their_own_and_star_is_each_other_users():
+    budgets = Budgets(users={"alice": 5.0, "*": 1.0})
+    budgets.add("s1", "codex", 1.5, NOON, user="bob")
+    over = budgets.over("s1", "codex", NOON, user="bob")
+    assert over.name == "bob's daily budget" and over.option == "kimi_budget_users" and over.limit == 1.0
+    assert "Ask whoever runs this proxy" in explain(over)
+    assert budgets.over("s2", "codex", NOON, user="carol") is None  # * is each user's, not shared
+    budgets.add("s3", "codex", 1.5, NOON, user="alice")
+    assert budgets.over("s3", "codex", NOON, user="alice") is None
+    assert budgets.over("s1", "codex", NOON) is None  # no user (no proxyauth): no user budget
+    assert budgets.over("s1", "codex", NEXT_DAY, user="bob") is None  # a new day
+    assert parse_agents("alice=20, *=3", "kimi_budget_users") == {"alice": 20, "*": 3}
+
+
+def test_a_users_spend_read_back_at_start_counts():
+    budgets = Budgets(users={"*": 2.0}, alert_at=(0.5,))
+    budgets.load("2026-12-01", 3.0, {}, {}, {"bob": 1.5})
+    assert budgets.add("s", None, 0.1, NOON, user="bob") == []  # 50% crossed before the restart
+    budgets.add("s", None, 0.5, NOON, user="bob")
+    assert budgets.over("s", None, NOON, user="bob").spent == pytest.approx(2.1)
 
 
 def test_spend_read_back_at_start_counts_and_its_crossings_are_not_alerted_again():

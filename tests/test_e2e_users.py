@@ -22,10 +22,12 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def shared(fake, tmp_path_factory):
     work = tmp_path_factory.mktemp("users")
-    passwords = {user: secrets.token_urlsafe(12) for user in ("alice", "bob")}  # made here, never kept
+    passwords = {user: secrets.token_urlsafe(12) for user in ("alice", "bob", "carol", "dave")}  # never kept
     (work / "htpasswd").write_text("".join(
         f"{user}:{bcrypt.hashpw(pw.encode(), bcrypt.gensalt(rounds=4)).decode()}\n" for user, pw in passwords.items()))
-    with Mitmdump(work, upstream_port=fake.port, options={"proxyauth": f"@{work / 'htpasswd'}"}) as proxy:
+    options = {"proxyauth": f"@{work / 'htpasswd'}", "kimi_budget_users": "carol=0.01,*=100",
+               "kimi_memory_hints": "true"}
+    with Mitmdump(work, upstream_port=fake.port, options=options) as proxy:
         yield proxy, passwords
 
 
@@ -78,3 +80,43 @@ def test_without_credentials_the_proxy_asks_for_them(shared):
     with httpx.Client(proxy=proxy.url, verify=trust(proxy), trust_env=False) as anonymous, \
             pytest.raises(httpx.ProxyError, match="407"):
         anonymous.post("https://api.openai.com/v1/chat/completions", json={"model": "x", "messages": []})
+
+
+def test_each_user_has_a_budget_of_their_own(shared, fake):
+    proxy, passwords = shared
+    carol, dave = (client_of(proxy, u, passwords[u]) for u in ("carol", "dave"))
+    carol.chat.completions.create(model="gpt-4.1", messages=[{"role": "user", "content": "spend"}],
+                                  extra_headers={"X-Fake-Prompt-Tokens": "10000"})  # about $0.02 of $0.01
+    wait_rows(proxy.db, "user = 'carol' AND cost_usd > 0")
+    seen = len(fake.seen)
+    with pytest.raises(openai.RateLimitError) as raised:
+        carol.chat.completions.create(model="gpt-4.1", messages=[{"role": "user", "content": "more"}])
+    assert raised.value.code == "insufficient_quota" and "carol's daily budget of $0.01 is spent" in \
+        raised.value.message and "Ask whoever runs this proxy" in raised.value.message
+    assert len(fake.seen) == seen  # never left the machine
+    # Dave is under * (his own $100), untouched by what carol spent.
+    dave.chat.completions.create(model="gpt-4.1", messages=[{"role": "user", "content": "spend"}],
+                                 extra_headers={"X-Fake-Prompt-Tokens": "10000"})
+    refused = wait_rows(proxy.db, "action = 'over_budget'")
+    assert [r["user"] for r in refused] == ["carol"]
+    alerts = sqlite3.connect(proxy.db).execute("SELECT message FROM alerts WHERE kind = 'budget'").fetchall()
+    assert alerts and all("carol's daily budget" in m for (m,) in alerts)
+
+
+def test_what_one_user_said_is_remembered_for_them_and_never_hinted_to_another(shared, fake):
+    from test_e2e_hints import wait_memory
+
+    proxy, passwords = shared
+    alice, bob = (client_of(proxy, u, passwords[u]) for u in ("alice", "bob"))
+    alice.chat.completions.create(model=f"say-{uuid.uuid4().hex[:6]}",
+                                  messages=[{"role": "user", "content": "Never touch the payments module."}])
+    assert wait_memory(proxy.db, "never touch the payments module")["user"] == "alice"
+    model = f"hint-{uuid.uuid4().hex[:6]}"
+    ask = [{"role": "system", "content": "You are a coding agent."},
+           {"role": "user", "content": "Fix the rounding bug in the payments module, please."}]
+    for client in (bob, alice):
+        client.chat.completions.create(model=model, messages=ask)
+    rows = wait_rows(proxy.db, "model = ?", (model,), count=2)
+    assert [(r["user"], r["hints"] is not None) for r in rows] == [("bob", False), ("alice", True)]
+    systems = [json.loads(r["body"])["messages"][0]["content"] for r in fake.seen if model.encode() in r["body"]]
+    assert "payments" not in systems[0] and "never touch the payments module" in systems[1]

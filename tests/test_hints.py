@@ -32,6 +32,16 @@ def test_the_project_is_the_working_directory_the_agent_names(text, expected):
     assert find_project(text) == expected
 
 
+def test_on_a_shared_proxy_only_what_this_user_said_comes_back():
+    book = [Remembered(1, "constraint", "never touch the billing module", "", DAY, user="alice"),
+            Remembered(2, "constraint", "never rename the billing tables", "", DAY, user="bob"),
+            Remembered(3, "constraint", "never delete the billing logs", "", DAY)]  # said with no proxyauth
+    text = "Please fix the rounding bug in the billing module and the billing tables and logs."
+    assert [x.id for x in select(book, text, None, DAY, user="alice")] == [1]
+    assert [x.id for x in select(book, text, None, DAY, user="bob")] == [2]
+    assert [x.id for x in select(book, text, None, DAY)] == [3]
+
+
 def test_a_constraint_comes_back_when_its_subject_is_in_the_conversation():
     book = [m("constraint", "never touch the billing module"), m("preference", "prefers pytest over unittest"),
             m("constraint", "never deploy on fridays")]

@@ -62,9 +62,9 @@ def test_schema_after_migrating(tmp_path):
     assert [n for (n,) in db.execute("SELECT name FROM _sqlite_migrations")] == [
         "001_initial", "002_context_guard", "003_archives", "004_compaction", "005_memories",
         "006_calibration_overhead", "007_conversations_and_agents", "008_cost", "009_conversation_timeline",
-        "010_projects", "011_users"]
+        "010_projects", "011_users", "012_memory_users"]
     assert tables["memories"] == ["id", "created_at", "last_seen", "session_id", "provider", "kind", "content",
-                                  "source_text", "confidence", "count", "project"]
+                                  "source_text", "confidence", "count", "project", "user"]
 
 
 def test_upgrading_a_database_of_the_first_schema_keeps_its_rows(tmp_path):
@@ -241,13 +241,16 @@ def test_a_memory_said_again_is_counted_not_repeated(store, tmp_path):
                               f"I prefer pytest over unittest ({key})", 0.7))
     store.submit(MemoryRecord("s2", "anthropic", "preference", "prefers pytest over unittest", "again", 0.9))
     store.submit(MemoryRecord("s2", "anthropic", "constraint", "never touch prod", "Never touch prod.", 0.9))
+    store.submit(MemoryRecord("s3", "anthropic", "constraint", "never touch prod", "Never touch prod.", 0.9,
+                              user="bob"))  # another person's, on a shared proxy: a memory of their own
     store.close()
     db = sqlite3.connect(store.path)
     rows = db.execute("SELECT session_id, provider, kind, content, source_text, confidence, count FROM memories "
                       "ORDER BY id").fetchall()
     assert rows == [("s1", "openai", "preference", "prefers pytest over unittest",
                      "I prefer pytest over unittest ([REDACTED])", 0.9, 2),
-                    ("s2", "anthropic", "constraint", "never touch prod", "Never touch prod.", 0.9, 1)]
+                    ("s2", "anthropic", "constraint", "never touch prod", "Never touch prod.", 0.9, 1),
+                    ("s3", "anthropic", "constraint", "never touch prod", "Never touch prod.", 0.9, 1)]
 
 
 def test_a_database_file_someone_else_created_is_made_private(tmp_path):

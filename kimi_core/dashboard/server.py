@@ -325,11 +325,11 @@ class Memory(Authenticated):
         if not self.request.headers.get(CHANGE_HEADER):
             raise tornado.web.HTTPError(403, reason=f"a change needs the {CHANGE_HEADER} header")
 
-        def forget(conn: sqlite3.Connection) -> tuple[str, str, str] | None:
-            row = conn.execute("SELECT kind, content, project FROM memories WHERE id = ?",
+        def forget(conn: sqlite3.Connection) -> tuple[str, str, str, str] | None:
+            row = conn.execute("SELECT kind, content, project, user FROM memories WHERE id = ?",
                                (int(memory_id),)).fetchone()
             conn.execute("DELETE FROM memories WHERE id = ?", (int(memory_id),))
-            return (row[0], row[1], row[2] or "") if row else None
+            return (row[0], row[1], row[2] or "", row[3] or "") if row else None
 
         try:
             gone = await self.dashboard.reader.write(forget)

@@ -33,22 +33,28 @@ class KimiBudgets:
                           "Most all calls may spend in a day (the machine's day), in US dollars.")
         loader.add_option("kimi_budget_agents", str, "",
                           "A daily budget per agent: claude-code=10,codex=5 (agent names as kimi-proxy shows them).")
+        loader.add_option("kimi_budget_users", str, "",
+                          "A daily budget per user of a shared proxy (proxyauth): alice=20,bob=5,*=10 "
+                          "(* is each other user's).")
 
     def configure(self, updated: set[str]) -> None:
-        names = {"kimi_budget_session_usd", "kimi_budget_daily_usd", "kimi_budget_agents", "kimi_alert_at"}
+        names = {"kimi_budget_session_usd", "kimi_budget_daily_usd", "kimi_budget_agents", "kimi_budget_users",
+                 "kimi_alert_at"}
         if not names & updated:
             return
         try:
             limits = (parse_usd(ctx.options.kimi_budget_session_usd, "kimi_budget_session_usd"),
                       parse_usd(ctx.options.kimi_budget_daily_usd, "kimi_budget_daily_usd"),
                       parse_agents(ctx.options.kimi_budget_agents, "kimi_budget_agents"))
+            users = parse_agents(ctx.options.kimi_budget_users, "kimi_budget_users",
+                                 "USER=DOLLARS (write alice=20,bob=5,*=10)")
         except ValueError as e:
             raise exceptions.OptionsError(str(e)) from None
         try:
             alert_at = parse_ratios(ctx.options.kimi_alert_at)
         except ValueError:  # the guard says what is wrong with it
             alert_at = self.kimi.budgets.alert_at
-        self.kimi.budgets.set_limits(*limits, alert_at)
+        self.kimi.budgets.set_limits(*limits, alert_at, users)
 
     def running(self) -> None:
         """What was spent before this start (the database is open by now)."""
@@ -60,7 +66,8 @@ class KimiBudgets:
         budgets = self.kimi.budgets
         if call is None or call.dialect is None or flow.response is not None or not budgets.active:
             return
-        over = budgets.over(call.session.id if call.session else None, call.client.agent if call.client else None)
+        over = budgets.over(call.session.id if call.session else None, call.client.agent if call.client else None,
+                            user=call.user)
         if over is None:
             return
         raw = flow.request.raw_content or b""

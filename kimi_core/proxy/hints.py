@@ -111,8 +111,8 @@ class KimiHints:
         if not isinstance(body, dict) or request.warmup or hints.BEGIN in request.system:
             return
         first_user = next((m.text for m in request.messages if m.role == "user"), "")
-        key = hashlib.blake2b(f"{call.dialect}\0{request.system}\0{first_user}".encode("utf-8", "surrogatepass"),
-                              digest_size=16).digest()
+        key = hashlib.blake2b(f"{call.user or ''}\0{call.dialect}\0{request.system}\0{first_user}".encode(
+            "utf-8", "surrogatepass"), digest_size=16).digest()
         found = self._blocks.get(key)
         if found is None:
             found = ("", [])
@@ -120,7 +120,7 @@ class KimiHints:
                 call.project = project_of(request)
                 text = hints.conversation_text(m.text for m in request.messages if m.role == "user")
                 chosen = hints.select(self.kimi.book, text, call.project, datetime.date.today(),
-                                      ctx.options.kimi_memory_hints_tokens)
+                                      ctx.options.kimi_memory_hints_tokens, call.user)
                 if chosen:
                     found = (hints.block(chosen), [{"id": m.id, "kind": m.kind, "content": m.content}
                                                    for m in chosen])

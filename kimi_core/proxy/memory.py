@@ -57,6 +57,10 @@ class Job:
     call: LLMCall | None = None  # its project is read from the call's conversation once placed
 
     @property
+    def user(self) -> str | None:
+        return self.call.user if self.call is not None else None
+
+    @property
     def project(self) -> str | None:
         call = self.call
         if call is None:
@@ -335,10 +339,10 @@ class KimiMemory:
             for m in found:
                 metrics.memory_extracted.labels(m.kind).inc()
                 metrics.memory_confidence.observe(m.confidence)
-                self.kimi.book.add(m.kind, m.content, job.project)  # for the hints, before the row exists
+                self.kimi.book.add(m.kind, m.content, job.project, job.user)  # for the hints, before its row
                 if store is not None:
                     store.submit(MemoryRecord(job.session_id, job.provider, m.kind, m.content,
-                                              m.source_text, m.confidence, job.project))
+                                              m.source_text, m.confidence, job.project, job.user))
 
     async def _ask(self, words: str) -> list[memory.Memory] | None:
         """The language model's reading of ``words``; None (and the rules decide) if it fails."""

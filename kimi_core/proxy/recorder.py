@@ -209,7 +209,8 @@ class KimiRecorder:
         if row.get("cost_usd"):
             self.kimi.metrics.cost.labels(call.provider, self.kimi.metrics.model_label(row["model"] or "")).inc(
                 row["cost_usd"])
-            for budget, share in self.kimi.budgets.add(row["session_id"], row["agent"], row["cost_usd"]):
+            for budget, share in self.kimi.budgets.add(row["session_id"], row["agent"], row["cost_usd"],
+                                                          user=row["user"]):
                 self.kimi.alert(flow, call, share, "budget",
                                 f"{budget.name}: ${budget.spent:,.2f} of ${budget.limit:,.2f} spent ({share:.0%})")
         store.submit(RequestRecord(

@@ -235,3 +235,12 @@ def m011_users(db: Database) -> None:
     db["requests"].add_column("user", str)
     db["sessions"].add_column("user", str)
     db["requests"].create_index(["user", "ts"], index_name="idx_requests_user_ts", if_not_exists=True)
+
+
+@migrations(name="012_memory_users")
+def m012_memory_users(db: Database) -> None:
+    """Each user's memories their own (a shared proxy): '' when no proxyauth named anyone."""
+    db.execute("ALTER TABLE memories ADD COLUMN user TEXT NOT NULL DEFAULT ''")
+    db.execute("DROP INDEX IF EXISTS idx_memories_kind_content_project")
+    db["memories"].create_index(["kind", "content", "project", "user"], unique=True,
+                                index_name="idx_memories_kind_content_project_user")

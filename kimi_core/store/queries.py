@@ -200,8 +200,12 @@ def alerts(conn: sqlite3.Connection, limit: int = 50) -> list[dict[str, Any]]:
                        "ORDER BY ts DESC LIMIT ?", (limit,))
 
 
-def memories(conn: sqlite3.Connection, kind: str | None = None, project: str | None = None) -> list[dict[str, Any]]:
+def memories(conn: sqlite3.Connection, kind: str | None = None, project: str | None = None,
+             user: str | None = None) -> list[dict[str, Any]]:
     clauses, params = [], []
+    if user:
+        clauses.append("user = ?")
+        params.append(user)
     if kind:
         clauses.append("kind = ?")
         params.append(kind)
@@ -210,4 +214,4 @@ def memories(conn: sqlite3.Connection, kind: str | None = None, project: str | N
         params.append(project.rstrip("/") or "/")
     where = "WHERE " + " AND ".join(clauses) if clauses else ""
     return _rows(conn, f"SELECT id, kind, content, project, count, confidence, last_seen, session_id AS session, "
-                       f"provider, source_text FROM memories {where} ORDER BY last_seen DESC", params)
+                       f"provider, source_text, user FROM memories {where} ORDER BY last_seen DESC", params)

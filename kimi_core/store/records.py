@@ -81,6 +81,7 @@ class MemoryRecord:
     source_text: str
     confidence: float
     project: str | None = None  # the working directory of the conversation it was said in
+    user: str | None = None  # who said it, on a proxy with proxyauth
 
 
 @dataclass(slots=True)

@@ -98,7 +98,8 @@ class Store:
         self.named_sessions: list[SessionRecord] = []
         self.calibration: dict[str, list[tuple[int, int]]] = {}  # model -> (estimate, reported) samples
         self.learned_windows: dict[str, int] = {}  # model -> window
-        self.spend: tuple[str, float, dict[str, float], dict[str, float]] = ("", 0.0, {}, {})  # see _spend
+        self.spend: tuple[str, float, dict[str, float], dict[str, float], dict[str, float]] = (
+            "", 0.0, {}, {}, {})  # see _spend
 
     # -- lifecycle (main thread) --------------------------------------------------
 
@@ -145,19 +146,22 @@ class Store:
         return named
 
     @staticmethod
-    def _spend(conn: sqlite3.Connection) -> tuple[str, float, dict[str, float], dict[str, float]]:
-        """What was spent today (the machine's day), per agent today, and per recent session: for budgets."""
+    def _spend(conn: sqlite3.Connection) -> tuple[str, float, dict[str, float], dict[str, float], dict[str, float]]:
+        """What was spent today (the machine's day), per agent today, per recent session, per user today:
+        for budgets."""
         now = datetime.datetime.now().astimezone()
         start = now.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(datetime.UTC)
         since = start.isoformat(timespec="milliseconds")
         daily = conn.execute("SELECT coalesce(sum(cost_usd), 0) FROM requests WHERE ts >= ?", (since,)).fetchone()[0]
         agents = dict(conn.execute("SELECT agent, sum(cost_usd) FROM requests WHERE ts >= ? AND agent IS NOT NULL "
                                    "AND cost_usd IS NOT NULL GROUP BY agent", (since,)))
+        users = dict(conn.execute("SELECT user, sum(cost_usd) FROM requests WHERE ts >= ? AND user IS NOT NULL "
+                                  "AND cost_usd IS NOT NULL GROUP BY user", (since,)))
         recent = (start - datetime.timedelta(days=2)).isoformat(timespec="milliseconds")
         sessions = dict(conn.execute(
             "SELECT session_id, sum(cost_usd) FROM requests WHERE session_id IN (SELECT DISTINCT session_id "
             "FROM requests WHERE ts >= ?) AND cost_usd IS NOT NULL GROUP BY session_id", (recent,)))
-        return now.date().isoformat(), float(daily), agents, sessions
+        return now.date().isoformat(), float(daily), agents, sessions, users
 
     def _file_identity(self) -> tuple[int, int] | None:
         try:
@@ -378,11 +382,11 @@ class Store:
             # The same statement again: counted, not repeated.
             conn.execute(
                 "INSERT INTO memories (created_at, last_seen, session_id, provider, kind, content, source_text, "
-                "confidence, count, project) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?) "
-                "ON CONFLICT (kind, content, project) DO UPDATE SET "
+                "confidence, count, project, user) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?) "
+                "ON CONFLICT (kind, content, project, user) DO UPDATE SET "
                 "count = count + 1, last_seen = excluded.last_seen, confidence = max(confidence, excluded.confidence)",
                 (stamp, stamp, r.session_id, r.provider, r.kind, redact_text(r.content), redact_text(r.source_text),
-                 r.confidence, r.project or ""))
+                 r.confidence, r.project or "", r.user or ""))
         elif isinstance(r, WindowRecord):
             conn.execute("INSERT OR REPLACE INTO learned_windows (model, context_window, learned_at, message) "
                          "VALUES (?, ?, ?, ?)", (r.model, r.context_window, stamp, redact_text(r.message)))
