@@ -121,7 +121,7 @@ def test_calls_and_alerts_are_pushed_as_they_are_recorded(served):
         assert set(event) <= {"type", "id", "ts", "session_id", "conversation_id", "agent", "provider", "model",
                               "status_code", "action", "prompt_tokens_est", "prompt_tokens_cal", "prompt_tokens",
                               "completion_tokens", "cached_tokens", "context_window", "window_share", "cost_usd",
-                              "duration_ms", "transport"}  # figures and names: never a body
+                              "duration_ms", "transport", "user"}  # figures and names: never a body
         with pytest.raises(Exception):  # noqa: B017  (the SDK's BadRequestError)
             openai_client(proxy).chat.completions.create(
                 model="small", messages=[{"role": "user", "content": "lorem ipsum " * 2000}])

@@ -14,7 +14,7 @@ import pytest
 from conftest import wait_rows
 from test_e2e import trust
 
-from kimi_core.testing.proxy import Mitmdump
+from kimi_core.testing.proxy import Mitmdump, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -26,7 +26,7 @@ def shared(fake, tmp_path_factory):
     (work / "htpasswd").write_text("".join(
         f"{user}:{bcrypt.hashpw(pw.encode(), bcrypt.gensalt(rounds=4)).decode()}\n" for user, pw in passwords.items()))
     options = {"proxyauth": f"@{work / 'htpasswd'}", "kimi_budget_users": "carol=0.01,*=100",
-               "kimi_memory_hints": "true"}
+               "kimi_memory_hints": "true", "kimi_web_port": str(free_port())}
     with Mitmdump(work, upstream_port=fake.port, options=options) as proxy:
         yield proxy, passwords
 
@@ -120,3 +120,54 @@ def test_what_one_user_said_is_remembered_for_them_and_never_hinted_to_another(s
     assert [(r["user"], r["hints"] is not None) for r in rows] == [("bob", False), ("alice", True)]
     systems = [json.loads(r["body"])["messages"][0]["content"] for r in fake.seen if model.encode() in r["body"]]
     assert "payments" not in systems[0] and "never touch the payments module" in systems[1]
+
+
+def test_the_dashboard_shows_one_user_or_everyone(shared):
+    proxy, passwords = shared
+    model = f"dash-{uuid.uuid4().hex[:6]}"
+    for user in ("alice", "bob"):
+        client_of(proxy, user, passwords[user]).chat.completions.create(
+            model=model, messages=[{"role": "user", "content": f"a question from {user}"}])
+    wait_rows(proxy.db, "model = ?", (model,), count=2)
+    url, token = proxy.dashboard()
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, trust_env=False) as web:
+        users = {u["user"]: u for u in web.get("/api/users").json()}
+        assert {"alice", "bob"} <= set(users) and users["alice"]["calls_today"] >= 1
+        mine = web.get("/api/now", params={"user": "bob"}).json()
+        assert mine["conversations"] and {c["user"] for c in mine["conversations"]} == {"bob"}
+        everyone = {c["user"] for c in web.get("/api/now").json()["conversations"]}
+        assert {"alice", "bob"} <= everyone
+        assert {r["user"] for r in web.get("/api/calls", params={"user": "alice", "limit": 200}).json()} == {"alice"}
+        assert all(m["user"] == "bob" for m in web.get("/api/memories", params={"user": "bob"}).json())
+        assert all(a["user"] == "carol" for a in web.get("/api/alerts", params={"user": "carol"}).json())
+
+
+def test_in_the_browser_a_user_is_chosen_and_their_calls_come_live(shared):
+    from conftest import CHROMIUM_ARGS, chromium
+    from playwright.sync_api import sync_playwright
+
+    proxy, passwords = shared
+    client_of(proxy, "alice", passwords["alice"]).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "alice was here"}])
+    url, token = proxy.dashboard()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.set_default_timeout(20_000)
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{url}?token={token}")
+        page.wait_for_selector("#users:not([hidden])")
+        page.wait_for_selector(".live.on")
+        page.select_option("#user", "bob")
+        page.wait_for_selector("h1:has-text('Now bob:')")
+        model = f"live-{uuid.uuid4().hex[:6]}"
+        client_of(proxy, "bob", passwords["bob"]).chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "bob, live"}])
+        page.wait_for_selector(f".card .meta:has-text('{model}')")  # pushed, and shown under bob
+        metas = page.locator(".card .meta").all_text_contents()
+        assert metas and all(m.startswith("bob · ") for m in metas)
+        page.select_option("#user", "")
+        page.wait_for_selector(".card .meta:has-text('alice · ')")
+        browser.close()
+    assert not errors, errors

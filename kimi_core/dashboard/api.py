@@ -32,7 +32,7 @@ MARKER_SHA = re.compile(r"the original is kept, sha ([0-9a-f]{12})")  # compacti
 ROW_COLUMNS = """id, ts, session_id, conversation_id, agent, provider, model, dialect, transport, status_code,
     streamed, prompt_tokens_est, prompt_tokens_cal, prompt_tokens, completion_tokens, cached_tokens,
     cache_write_tokens, reasoning_tokens, context_window, window_share, action, tokens_before, tokens_after,
-    compacted_results, cost_usd, saved_usd, ttfb_ms, duration_ms, error, messages, project, hints"""
+    compacted_results, cost_usd, saved_usd, ttfb_ms, duration_ms, error, messages, project, hints, user"""
 
 
 @dataclass(frozen=True)
@@ -66,17 +66,35 @@ def _turns_left(prompts: list[int], window: int | None, lines: Lines) -> tuple[i
     return (f.turns_left, describe(f)) if f else (None, None)
 
 
-def now(conn: sqlite3.Connection, lines: Lines, minutes: float = ACTIVE_MINUTES, limit: int = 50) -> dict[str, Any]:
+def _of(user: str | None, column: str = "user") -> tuple[str, list]:
+    """`` AND user = ?`` and its parameter, or nothing: every view can be one user's (a shared proxy)."""
+    return (f" AND {column} = ?", [user]) if user else ("", [])
+
+
+def now(conn: sqlite3.Connection, lines: Lines, minutes: float = ACTIVE_MINUTES, limit: int = 50,
+        user: str | None = None) -> dict[str, Any]:
     """Every conversation active in the last ``minutes``: its latest call against the window, cost, cache share."""
+    mine, params = _of(user, "+user")
     active = [r for (r,) in conn.execute(
         # "+": by the ts index (the recent rows), not by scanning the conversation index whole
-        "SELECT conversation_id FROM requests WHERE ts >= ? AND +conversation_id IS NOT NULL "
-        "GROUP BY conversation_id ORDER BY max(ts) DESC LIMIT ?", (_since(minutes), limit))]
+        f"SELECT conversation_id FROM requests WHERE ts >= ? AND +conversation_id IS NOT NULL {mine} "
+        "GROUP BY conversation_id ORDER BY max(ts) DESC LIMIT ?", (_since(minutes), *params, limit))]
     out = [conversation_summary(conn, cid, lines) for cid in active]
-    totals = conn.execute("SELECT count(*), sum(cost_usd) FROM requests WHERE ts >= ? AND dialect IS NOT NULL",
-                          (_since(minutes),)).fetchone()
+    totals = conn.execute(f"SELECT count(*), sum(cost_usd) FROM requests WHERE ts >= ? AND dialect IS NOT NULL {mine}",
+                          (_since(minutes), *params)).fetchone()
     return {"conversations": out, "lines": lines.as_dict(), "minutes": minutes,
-            "calls": totals[0], "cost_usd": totals[1]}
+            "calls": totals[0], "cost_usd": totals[1], "user": user}
+
+
+def users(conn: sqlite3.Connection, days: float = 30) -> list[dict[str, Any]]:
+    """The users of a shared proxy seen lately (none without proxyauth): calls and cost today and in ``days``."""
+    today = datetime.datetime.now().astimezone().replace(hour=0, minute=0, second=0, microsecond=0)
+    return _rows(conn, """
+        SELECT user, count(*) AS calls, sum(cost_usd) AS cost_usd, sum(ts >= ?) AS calls_today,
+               sum(CASE WHEN ts >= ? THEN cost_usd END) AS cost_today, max(ts) AS last_seen
+        FROM requests WHERE user IS NOT NULL AND ts >= ? AND dialect IS NOT NULL
+        GROUP BY user ORDER BY last_seen DESC""",
+                 (*[today.astimezone(datetime.UTC).isoformat(timespec="milliseconds")] * 2, _since(days * 24 * 60)))
 
 
 def conversation_summary(conn: sqlite3.Connection, cid: str, lines: Lines) -> dict[str, Any]:
@@ -106,6 +124,7 @@ def conversation_summary(conn: sqlite3.Connection, cid: str, lines: Lines) -> di
         "model": latest.get("model"),
         "provider": latest.get("provider"),
         "agent": (meta[0]["agent"] if meta else None) or latest.get("agent"),
+        "user": latest.get("user"),
         "last_call": latest.get("id"),
         "last_action": latest.get("action"),
         "prompt_tokens_now": prompt,
@@ -118,8 +137,11 @@ def conversation_summary(conn: sqlite3.Connection, cid: str, lines: Lines) -> di
 
 
 def calls(conn: sqlite3.Connection, limit: int = 50, conversation: str | None = None,
-          before: str | None = None) -> list[dict[str, Any]]:
+          before: str | None = None, user: str | None = None) -> list[dict[str, Any]]:
     clauses, params = ["dialect IS NOT NULL"], []
+    if user:
+        clauses.append("user = ?")
+        params.append(user)
     if conversation:
         clauses.append("conversation_id = ?")
         params.append(conversation)
@@ -236,40 +258,47 @@ def _growth(previous_id: str, before: list, after: list, before_messages: int) -
     }
 
 
-def alerts(conn: sqlite3.Connection, limit: int = 100, after_id: int | None = None) -> list[dict[str, Any]]:
-    where, params = ("WHERE a.id > ?", [after_id]) if after_id is not None else ("", [])
+def alerts(conn: sqlite3.Connection, limit: int = 100, after_id: int | None = None,
+           user: str | None = None) -> list[dict[str, Any]]:
+    mine, params = _of(user, "r.user")
+    if after_id is not None:
+        mine, params = mine + " AND a.id > ?", [*params, after_id]
     return _rows(conn, f"""
-        SELECT a.id, a.ts, a.session_id, a.request_id, a.kind, a.level, a.message, r.conversation_id, r.model
-        FROM alerts a LEFT JOIN requests r ON r.id = a.request_id {where}
+        SELECT a.id, a.ts, a.session_id, a.request_id, a.kind, a.level, a.message, r.conversation_id, r.model, r.user
+        FROM alerts a LEFT JOIN requests r ON r.id = a.request_id WHERE 1 {mine}
         ORDER BY a.id DESC LIMIT ?""", [*params, min(max(1, limit), 1000)])
 
 
-def memories(conn: sqlite3.Connection, query: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
-    where, params = "", []
+def memories(conn: sqlite3.Connection, query: str | None = None, limit: int = 200,
+             user: str | None = None) -> list[dict[str, Any]]:
+    where, params = _of(user)
     if query:
-        where = ("WHERE content LIKE '%' || ? || '%' OR source_text LIKE '%' || ? || '%' OR kind = ? "
-                 "OR project LIKE '%' || ? || '%'")
-        params = [query, query, query, query]
+        where += (" AND (content LIKE '%' || ? || '%' OR source_text LIKE '%' || ? || '%' OR kind = ? "
+                  "OR project LIKE '%' || ? || '%')")
+        params += [query, query, query, query]
     return _rows(conn, f"SELECT id, kind, content, source_text, count, confidence, created_at, last_seen, "
-                       f"session_id, provider, project FROM memories {where} ORDER BY last_seen DESC LIMIT ?",
-                 [*params, limit])
+                       f"session_id, provider, project, user FROM memories WHERE 1 {where} "
+                       "ORDER BY last_seen DESC LIMIT ?", [*params, limit])
 
 
 def findings(conn: sqlite3.Connection, counter: TokenCounter, lines: Lines,
-             minutes: float = 24 * 60, conversations_limit: int = 20) -> list[dict[str, Any]]:
+             minutes: float = 24 * 60, conversations_limit: int = 20, user: str | None = None) -> list[dict[str, Any]]:
     """What deserves a look, computed from the latest call of each recent conversation, the alerts
     and the calibration: most serious first."""
     out: list[dict[str, Any]] = []
+    mine, params = _of(user, "+user")
     recent = [r for (r,) in conn.execute(
         "SELECT conversation_id FROM requests WHERE ts >= ? AND +conversation_id IS NOT NULL AND dialect IS NOT NULL "
-        "GROUP BY conversation_id ORDER BY max(ts) DESC LIMIT ?", (_since(minutes), conversations_limit))]
+        f"{mine} GROUP BY conversation_id ORDER BY max(ts) DESC LIMIT ?",
+        (_since(minutes), *params, conversations_limit))]
     for cid in recent:
         summary = conversation_summary(conn, cid, lines)
         out.extend(_conversation_findings(conn, summary, counter, lines))
     since = _since(minutes)
+    mine, params = _of(user, "(SELECT user FROM requests r WHERE r.id = alerts.request_id)")
     for kind, n, last, request_id in conn.execute(
-            "SELECT kind, count(*), max(ts), max(request_id) FROM alerts WHERE ts >= ? AND kind = 'cache_break' "
-            "GROUP BY kind", (since,)):
+            f"SELECT kind, count(*), max(ts), max(request_id) FROM alerts WHERE ts >= ? AND kind = 'cache_break' "
+            f"{mine} GROUP BY kind", (since, *params)):
         out.append({"kind": "cache_breaks", "severity": 2, "request_id": request_id,
                     "title": f"{n} cache break{'s' if n != 1 else ''} in the last {_span(minutes)}",
                     "detail": f"the last at {last}: a prompt that changed before its end was billed again "

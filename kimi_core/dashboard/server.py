@@ -135,6 +135,7 @@ class Dashboard:
             (r"/api/conversations/([A-Za-z0-9_.:-]+)", Conversation, args),
             (r"/api/alerts", Alerts, args),
             (r"/api/findings", Findings, args),
+            (r"/api/users", Users, args),
             (r"/api/archives/([0-9a-fA-F]{4,64})", Archive, args),
             (r"/api/memories", Memories, args),
             (r"/api/memories/(\d+)", Memory, args),
@@ -232,6 +233,11 @@ class Authenticated(tornado.web.RequestHandler):
             self.set_status(503)
             self.send({"error": f"cannot read the database: {e}"})
 
+    @property
+    def user(self) -> str | None:
+        """``?user=alice``: the view of one user of a shared proxy."""
+        return self.get_query_argument("user", None) or None
+
     def int_arg(self, name: str, default: int | None) -> int | None:
         value = self.get_query_argument(name, None)
         if value is None or value == "":
@@ -270,13 +276,13 @@ class Status(Authenticated):
 class Now(Authenticated):
     async def get(self) -> None:
         minutes = self.int_arg("minutes", api.ACTIVE_MINUTES)
-        await self.read(api.now, self.dashboard.lines(), minutes)
+        await self.read(api.now, self.dashboard.lines(), minutes, 50, self.user)
 
 
 class Calls(Authenticated):
     async def get(self) -> None:
         await self.read(api.calls, self.int_arg("limit", 50), self.get_query_argument("conversation", None),
-                        self.get_query_argument("before", None))
+                        self.get_query_argument("before", None), self.user)
 
 
 class Call(Authenticated):
@@ -291,13 +297,19 @@ class Conversation(Authenticated):
 
 class Alerts(Authenticated):
     async def get(self) -> None:
-        await self.read(api.alerts, self.int_arg("limit", 100), self.int_arg("after", None))
+        await self.read(api.alerts, self.int_arg("limit", 100), self.int_arg("after", None), self.user)
 
 
 class Findings(Authenticated):
     async def get(self) -> None:
         hours = self.int_arg("hours", 24)
-        await self.read(api.findings, self.dashboard.reader.counter, self.dashboard.lines(), hours * 60)
+        await self.read(api.findings, self.dashboard.reader.counter, self.dashboard.lines(), hours * 60, 20,
+                        self.user)
+
+
+class Users(Authenticated):
+    async def get(self) -> None:
+        await self.read(api.users)
 
 
 class Archive(Authenticated):
@@ -317,7 +329,7 @@ class Archive(Authenticated):
 
 class Memories(Authenticated):
     async def get(self) -> None:
-        await self.read(api.memories, self.get_query_argument("q", None) or None)
+        await self.read(api.memories, self.get_query_argument("q", None) or None, 200, self.user)
 
 
 class Memory(Authenticated):

@@ -223,7 +223,7 @@ class KimiContext:
         flow.marked = ":warning:"
         if self.store is not None:
             self.store.submit(AlertRecord(now_iso(), call.session.id if call.session else None, flow.id,
-                                          round(level, 4), kind, message))
+                                          round(level, 4), kind, message, call.user))
 
     @staticmethod
     def after_send(fn: Callable[[], None]) -> None:

@@ -28,7 +28,7 @@ DEFAULT_PORT = 8765
 # What a pushed call says of itself: figures and names, never a body.
 PUSHED = ("id", "ts", "session_id", "conversation_id", "agent", "provider", "model", "status_code", "action",
           "prompt_tokens_est", "prompt_tokens_cal", "prompt_tokens", "completion_tokens", "cached_tokens",
-          "context_window", "window_share", "cost_usd", "duration_ms", "transport")
+          "context_window", "window_share", "cost_usd", "duration_ms", "transport", "user")
 OPTIONS = {"kimi_web_port", "kimi_web_host", "kimi_web_token", "kimi_db"}
 
 
@@ -39,7 +39,7 @@ def events(records: list[Any]) -> list[dict[str, Any]]:
             out.append({"type": "call", **{k: r.row.get(k) for k in PUSHED}})
         elif isinstance(r, AlertRecord):
             out.append({"type": "alert", "ts": r.ts, "session_id": r.session_id, "request_id": r.request_id,
-                        "level": r.level, "kind": r.kind, "message": r.message})
+                        "level": r.level, "kind": r.kind, "message": r.message, "user": r.user})
     return out
 
 

@@ -47,6 +47,7 @@ class AlertRecord:
     level: float
     kind: str
     message: str
+    user: str | None = None  # whose call it was (pushed to the dashboard; the table finds it by request_id)
 
 
 @dataclass(slots=True)

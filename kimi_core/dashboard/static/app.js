@@ -13,7 +13,7 @@ const KIND_NAMES = {
   assistant: "assistant messages", tool_call: "tool calls", thinking: "thinking sent back", media: "images and documents", schema: "output schema",
   framing: "message framing",
 };
-const state = { unread: 0, view: null, refresh: null, lastAlertSeen: null };
+const state = { unread: 0, view: null, refresh: null, lastAlertSeen: null, user: "" };
 
 function h(tag, attrs, ...children) {
   const el = document.createElement(tag);
@@ -59,6 +59,12 @@ const fmt = {
   short: (id) => (id ? id.slice(0, 8) : "–"),
 };
 
+// The lists can be one user's (a shared proxy with proxyauth): ?user=NAME on them.
+function scoped(path) {
+  if (!state.user) return path;
+  return `${path}${path.includes("?") ? "&" : "?"}user=${encodeURIComponent(state.user)}`;
+}
+
 async function get(path) {
   const r = await fetch(path, { credentials: "same-origin", headers: { Accept: "application/json" } });
   const body = await r.json().catch(() => ({ error: r.statusText }));
@@ -96,11 +102,11 @@ function gauge(share, lines, label) {
 // -- Now ---------------------------------------------------------------------------------------
 
 async function viewNow() {
-  const [now, recent] = await Promise.all([get("/api/now"), get("/api/calls?limit=25")]);
+  const [now, recent] = await Promise.all([get(scoped("/api/now")), get(scoped("/api/calls?limit=25"))]);
   const cards = now.conversations.map((c) => h("div", {
       class: "card", "data-conversation": c.id, onclick: () => (location.hash = `#/conversation/${c.id}`) },
     h("div", { class: "title" }, c.title || `conversation ${fmt.short(c.id)}`),
-    h("div", { class: "meta" }, `${c.agent || "unknown agent"} · ${c.model || "?"} · ${c.calls} call(s) · last ${fmt.when(c.last_seen)}`),
+    h("div", { class: "meta" }, `${c.user ? `${c.user} · ` : ""}${c.agent || "unknown agent"} · ${c.model || "?"} · ${c.calls} call(s) · last ${fmt.when(c.last_seen)}`),
     gauge(c.share, now.lines),
     h("div", { class: "figures" },
       h("span", {}, "context ", h("b", { class: "share" }, fmt.share(c.share)), ` of ${fmt.int(c.context_window)}`),
@@ -111,7 +117,7 @@ async function viewNow() {
       c.compactions ? h("span", { class: "pill compacted" }, `${c.compactions} compacted`) : null)));
   show(
     h("h1", {}, "Now ", h("span", { class: "muted" },
-      `${now.conversations.length} conversation(s) active in the last ${now.minutes} min · ${now.calls} call(s) · ${fmt.usd(now.cost_usd)}`)),
+      `${state.user ? `${state.user}: ` : ""}${now.conversations.length} conversation(s) active in the last ${now.minutes} min · ${now.calls} call(s) · ${fmt.usd(now.cost_usd)}`)),
     cards.length ? h("div", { class: "cards", id: "conversations" }, cards)
                  : h("div", { class: "empty" }, "No conversation yet: point an agent at the proxy and its calls appear here as they end."),
     h("h2", {}, "Latest calls"),
@@ -127,7 +133,8 @@ function callsTable(rows, withConversation) {
       h("th", { class: "num" }, "duration"), h("th", {}, "action"), withConversation ? h("th", {}, "conversation") : null)),
     h("tbody", {}, rows.map((r) => h("tr", {
         class: "link", "data-call": r.id, onclick: () => (location.hash = `#/call/${r.id}`) },
-      h("td", {}, fmt.when(r.ts)), h("td", {}, r.agent || "–"), h("td", {}, r.model || "–"),
+      h("td", {}, fmt.when(r.ts)), h("td", {}, `${r.user && !state.user ? `${r.user} · ` : ""}${r.agent || "–"}`),
+      h("td", {}, r.model || "–"),
       h("td", { class: "num" }, fmt.int(r.prompt_tokens ?? r.prompt_tokens_cal ?? r.prompt_tokens_est)),
       h("td", { class: "num" }, fmt.share(r.window_share)), h("td", { class: "num" }, fmt.int(r.completion_tokens)),
       h("td", { class: "num" }, fmt.usd(r.cost_usd)), h("td", { class: "num" }, fmt.ms(r.duration_ms)),
@@ -308,7 +315,7 @@ async function viewCall(id) {
 // -- Findings, alerts, memories ------------------------------------------------------------
 
 async function viewFindings() {
-  const found = await get("/api/findings");
+  const found = await get(scoped("/api/findings"));
   show(h("h1", {}, "Findings ", h("span", { class: "muted" }, "from the last 24 hours")),
     found.length ? h("div", { id: "findings" }, found.map((f) => h("div", { class: `finding s${f.severity}`, "data-kind": f.kind },
       h("div", { class: "title" }, f.title), h("div", { class: "muted" }, f.detail || ""),
@@ -329,13 +336,13 @@ function alertList(rows) {
 }
 
 async function viewAlerts() {
-  const rows = await get("/api/alerts?limit=200");
+  const rows = await get(scoped("/api/alerts?limit=200"));
   setUnread(0);
   show(h("h1", {}, "Alerts"), rows.length ? alertList(rows) : h("div", { class: "empty" }, "No alert yet."));
 }
 
 async function viewMemories(query) {
-  const rows = await get(`/api/memories${query ? `?q=${encodeURIComponent(query)}` : ""}`);
+  const rows = await get(scoped(`/api/memories${query ? `?q=${encodeURIComponent(query)}` : ""}`));
   const search = h("input", { type: "search", placeholder: "Search what Kimi remembers", value: query || "",
                               onchange: (e) => viewMemories(e.target.value).catch(fail) });
   show(h("h1", {}, "Memories ", h("span", { class: "muted" }, "what your agents were told about you; yours to delete")),
@@ -373,6 +380,7 @@ function toast(text, kind) {
 }
 
 function onEvent(event) {
+  if (state.user && event.user !== state.user) return;  // another user's, while the page shows one
   if (event.type === "alert") {
     if (state.view !== "alerts") setUnread(state.unread + 1);
     toast(event.message, event.kind);
@@ -403,6 +411,24 @@ function connect(delay) {
   };
 }
 
+// -- Users (a shared proxy) -------------------------------------------------------------------
+
+async function loadUsers() {
+  const rows = await get("/api/users");
+  const select = document.getElementById("user");
+  const saved = sessionStorage.getItem("kimi-user") || "";
+  select.replaceChildren(h("option", { value: "" }, "everyone"),
+    ...rows.map((u) => h("option", { value: u.user }, `${u.user} (${fmt.usd(u.cost_today)} today)`)));
+  if (saved && rows.some((u) => u.user === saved)) state.user = saved;
+  select.value = state.user;
+  document.getElementById("users").hidden = rows.length === 0;
+  select.onchange = () => {
+    state.user = select.value;
+    sessionStorage.setItem("kimi-user", state.user);
+    route(false);
+  };
+}
+
 // -- Routing -------------------------------------------------------------------------------
 
 async function route(refresh) {
@@ -429,6 +455,6 @@ window.addEventListener("DOMContentLoaded", () => {
   const notify = document.getElementById("notify");
   if (!window.Notification || Notification.permission === "granted") notify.hidden = true;
   notify.addEventListener("click", () => Notification.requestPermission().then(() => { notify.hidden = Notification.permission === "granted"; }));
-  route(false);
+  loadUsers().catch(() => {}).finally(() => route(false));
   connect(500);
 });
