@@ -32,6 +32,7 @@ GEN_AI = {
     "reasoning_tokens": "gen_ai.usage.reasoning.output_tokens",
     "conversation_id": "gen_ai.conversation.id",
     "host": "server.address",
+    "user": "user.name",  # who, on a shared proxy (proxyauth)
 }
 KIMI = {
     "id": "kimi.request.id", "session_id": "kimi.session.id", "agent": "kimi.agent", "agent_version": "kimi.agent.version",

@@ -48,7 +48,7 @@ def stream_one(client, tag, i, delay_ms=20, on_first=None):
     return True
 
 
-def test_200_concurrent_streams_then_thousands_of_requests_with_flat_memory(fake, tmp_path):
+def test_200_concurrent_streams_then_5000_requests_with_flat_memory(fake, tmp_path):
     with Mitmdump(tmp_path, upstream_port=fake.port, options={"flow_detail": "0"}) as proxy:
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
         tag = f"load-{uuid.uuid4().hex[:6]}"
@@ -60,16 +60,16 @@ def test_200_concurrent_streams_then_thousands_of_requests_with_flat_memory(fake
         small = f"small-{uuid.uuid4().hex[:6]}"
         rss = {}
         with httpx.Client(proxy=proxy.url, verify=trust(proxy)) as client:
-            for i in range(10_000):
+            for i in range(5_000):
                 r = client.post(URL, content=request(small, i), headers={"content-type": "application/json"})
                 assert r.status_code == 200
-                if i + 1 in (1_000, 2_000, 10_000):
+                if i + 1 in (1_000, 5_000):
                     rss[i + 1] = rss_mb(proxy.proc.pid)
-        rows = wait_rows(proxy.db, "model = ?", (small,), count=10_000, timeout=120)
+        rows = wait_rows(proxy.db, "model = ?", (small,), count=5_000, timeout=120)
         db = sqlite3.connect(proxy.db)
         ids = db.execute("SELECT count(*), count(DISTINCT id) FROM requests WHERE model = ?", (small,)).fetchone()
-    assert len(rows) == 10_000 and ids == (10_000, 10_000)  # exactly one row per request
-    assert rss[10_000] - rss[1_000] < 50, rss  # caches are bounded: memory stays flat
+    assert len(rows) == 5_000 and ids == (5_000, 5_000)  # exactly one row per request
+    assert rss[5_000] - rss[1_000] < 50, rss  # caches are bounded: memory stays flat
 
 
 def test_sigterm_with_50_streams_in_flight(fake, tmp_path):

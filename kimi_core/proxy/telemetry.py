@@ -18,6 +18,7 @@ import importlib.metadata
 import json
 import logging
 import os
+import socket
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -59,7 +60,7 @@ class Export:
     """The SDK's pipeline for one endpoint: a tracer provider with its batch processor, a meter provider."""
 
     def __init__(self, endpoint: str | None, headers: dict[str, str], metrics: bool, counts,
-                 timeout: float = TIMEOUT_S) -> None:
+                 timeout: float = TIMEOUT_S, instance: str = "") -> None:
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.metrics import MeterProvider
@@ -93,7 +94,10 @@ class Export:
                 return self.inner.force_flush(timeout_millis)
 
         base = endpoint.rstrip("/") if endpoint else None
-        resource = Resource.create({"service.name": "kimi-proxy", "service.version": VERSION})
+        named = {"service.name": "kimi-proxy", "service.version": VERSION}
+        if instance and "service.instance.id" not in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", ""):
+            named["service.instance.id"] = instance  # instances exporting to one collector, told apart
+        resource = Resource.create(named)
         traces = OTLPSpanExporter(endpoint=f"{base}/v1/traces" if base else None, headers=headers or None,
                                   timeout=timeout)
         self.processor = BatchSpanProcessor(Counted(traces), max_queue_size=QUEUE, max_export_batch_size=BATCH,
@@ -123,6 +127,12 @@ class Export:
         thread = threading.Thread(target=stop, name="kimi-otlp-stop", daemon=True)
         thread.start()
         thread.join(seconds)
+
+
+def instance_id(listen_port: int | None) -> str:
+    """``host:port``, what tells one instance from another on one collector (``--listen-port 0``: the pid)."""
+    port = 8080 if listen_port is None else listen_port  # mitmproxy's default
+    return f"{socket.gethostname()}:{port or f'pid{os.getpid()}'}"
 
 
 class KimiTelemetry:
@@ -165,7 +175,8 @@ class KimiTelemetry:
         # The SDK would log each failed batch and each dropped span: Kimi counts them and says it once.
         logging.getLogger("opentelemetry").setLevel(logging.CRITICAL)
         self.export = Export(endpoint, headers, ctx.options.kimi_otlp_metrics, self._count,
-                             max(1, ctx.options.kimi_otlp_timeout))
+                             max(1, ctx.options.kimi_otlp_timeout),
+                             instance_id(ctx.options.listen_port))
         logger.info("kimi: exporting LLM calls over OTLP to %s", endpoint or env)
 
     def done(self) -> None:
