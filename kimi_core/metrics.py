@@ -38,16 +38,19 @@ class StoreCollector(Collector):
     def __init__(self, store: Callable[[], Store | None]) -> None:
         self._store = store
 
+    # (name, type, help): named here too for those who must know them before the database opens (OTLP).
+    FAMILIES = (("kimi_db_write_failures", "counter", "Database write attempts that failed (retried)."),
+                ("kimi_db_records_lost", "counter", "Records that could not be written at all."),
+                ("kimi_db_records_written", "counter", "Records written to the database."),
+                ("kimi_db_pending_records", "gauge", "Records waiting to be written."))
+
     def collect(self) -> Iterator[Metric]:
         store = self._store()
         if store is None:
             return
-        yield CounterMetricFamily("kimi_db_write_failures", "Database write attempts that failed (retried).",
-                                  value=store.failures)
-        yield CounterMetricFamily("kimi_db_records_lost", "Records that could not be written at all.",
-                                  value=store.lost)
-        yield CounterMetricFamily("kimi_db_records_written", "Records written to the database.", value=store.written)
-        yield GaugeMetricFamily("kimi_db_pending_records", "Records waiting to be written.", value=store.pending)
+        values = (store.failures, store.lost, store.written, store.pending)
+        for (name, kind, doc), value in zip(self.FAMILIES, values, strict=True):
+            yield (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(name, doc, value=value)
 
 
 class Metrics:

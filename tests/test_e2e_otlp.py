@@ -91,6 +91,22 @@ def test_metrics_go_too_and_the_last_ones_at_exit(fake, tmp_path):
         assert {"gen_ai.client.token.usage", "gen_ai.client.operation.duration"} <= receiver.metric_names()
 
 
+def test_every_prometheus_metric_goes_too(fake, tmp_path, monkeypatch):
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "500")  # the SDK's own setting (a minute by default)
+    served = {"kimi_requests", "kimi_request_duration_seconds_count", "kimi_db_records_written"}
+    with OTLPReceiver() as receiver, \
+            Mitmdump(tmp_path, upstream_port=fake.port, options={"kimi_otlp_endpoint": receiver.url}) as proxy:
+        openai_client(proxy).chat.completions.create(model=tag(), messages=[{"role": "user", "content": "hi"}])
+        wait_rows(proxy.db)
+        # With its labels and value, as Prometheus reads it.
+        deadline = time.monotonic() + 30
+        while not served <= receiver.metric_names() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert served <= receiver.metric_names()
+        [calls] = [p for p in receiver.points("kimi_requests") if p["attributes"].get("action") == "passed"]
+        assert calls["value"] == 1 and calls["attributes"]["provider"] == "openai"
+
+
 def test_content_only_when_asked_and_without_credentials(fake, tmp_path):
     key = "sk-proj-" + uuid.uuid4().hex + uuid.uuid4().hex
     with OTLPReceiver() as receiver:

@@ -20,12 +20,14 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections import OrderedDict
 from typing import Any
 
 from mitmproxy import ctx, exceptions
 
 from kimi_core import telemetry
+from kimi_core.metrics import StoreCollector
 from kimi_core.proxy.context import KimiContext
 from kimi_core.redact import redact_text
 from kimi_core.store.records import AlertRecord, RequestRecord
@@ -60,7 +62,7 @@ class Export:
     """The SDK's pipeline for one endpoint: a tracer provider with its batch processor, a meter provider."""
 
     def __init__(self, endpoint: str | None, headers: dict[str, str], metrics: bool, counts,
-                 timeout: float = TIMEOUT_S, instance: str = "") -> None:
+                 timeout: float = TIMEOUT_S, instance: str = "", registry=None) -> None:
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.metrics import MeterProvider
@@ -117,6 +119,8 @@ class Export:
             self.duration = meter.create_histogram("gen_ai.client.operation.duration", unit="s",
                                                    description="Duration of each LLM call.")
             self.cost = meter.create_counter("kimi.cost", unit="USD", description="What LLM calls cost.")
+            if registry is not None:
+                bridge(meter, registry)
 
     def close(self, seconds: float = 2.0) -> None:
         """Stop, sending what is queued for ``seconds`` at most: a dead collector never holds the exit."""
@@ -127,6 +131,41 @@ class Export:
         thread = threading.Thread(target=stop, name="kimi-otlp-stop", daemon=True)
         thread.start()
         thread.join(seconds)
+
+
+def bridge(meter, registry) -> None:
+    """Every metric Kimi serves to Prometheus, also over OTLP: read from the same registry at each export
+    (counters as counters, gauges as gauges, a histogram as its count and sum), so the two never differ."""
+    from opentelemetry.metrics import Observation
+
+    snapshot: dict[str, Any] = {"at": -1.0, "samples": {}}
+
+    def samples() -> dict[str, list]:
+        """The registry read once per export, however many instruments ask."""
+        now = time.monotonic()
+        if now - snapshot["at"] > 1.0:
+            found: dict[str, list] = {}
+            for family in registry.collect():
+                for sample in family.samples:
+                    found.setdefault(sample.name, []).append(sample)
+            snapshot["at"], snapshot["samples"] = now, found
+        return snapshot["samples"]
+
+    def reader(sample_name: str):
+        def observe(_options):
+            return [Observation(s.value, dict(s.labels)) for s in samples().get(sample_name, [])]
+        return observe
+
+    families = {f.name: (f.type, f.documentation) for f in registry.collect()}
+    families |= {name: (kind, doc) for name, kind, doc in StoreCollector.FAMILIES}  # before the database opens
+    for name, (kind, doc) in families.items():
+        if kind == "counter":
+            meter.create_observable_counter(name, callbacks=[reader(f"{name}_total")], description=doc)
+        elif kind == "gauge":
+            meter.create_observable_gauge(name, callbacks=[reader(name)], description=doc)
+        elif kind == "histogram":
+            meter.create_observable_counter(f"{name}_count", callbacks=[reader(f"{name}_count")], description=doc)
+            meter.create_observable_counter(f"{name}_sum", callbacks=[reader(f"{name}_sum")], description=doc)
 
 
 def instance_id(listen_port: int | None) -> str:
@@ -176,7 +215,7 @@ class KimiTelemetry:
         logging.getLogger("opentelemetry").setLevel(logging.CRITICAL)
         self.export = Export(endpoint, headers, ctx.options.kimi_otlp_metrics, self._count,
                              max(1, ctx.options.kimi_otlp_timeout),
-                             instance_id(ctx.options.listen_port))
+                             instance_id(ctx.options.listen_port), self.kimi.metrics.registry)
         logger.info("kimi: exporting LLM calls over OTLP to %s", endpoint or env)
 
     def done(self) -> None:

@@ -94,6 +94,19 @@ class OTLPReceiver:
                                     "status": span.status.code, "resource": resource})
         return out
 
+    def points(self, name: str) -> list[dict[str, Any]]:
+        """The latest export's data points of metric ``name`` (a sum or a gauge): value and attributes."""
+        found: list[dict[str, Any]] = []
+        for request in list(self.metrics):
+            for rm in request.resource_metrics:
+                for scope in rm.scope_metrics:
+                    for m in scope.metrics:
+                        if m.name == name:
+                            data = m.sum if m.HasField("sum") else m.gauge
+                            found = [{"value": p.as_double if p.HasField("as_double") else p.as_int,
+                                      "attributes": attrs(p.attributes)} for p in data.data_points]
+        return found
+
     def metric_names(self) -> set[str]:
         return {m.name for request in list(self.metrics) for rm in request.resource_metrics
                 for scope in rm.scope_metrics for m in scope.metrics}
