@@ -42,7 +42,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_overhead import URL, Target, chat_body, cpu_seconds, pct, rss_mb, text_of
+from bench_overhead import URL, Target, bench_throughput, cpu_seconds, pct, rss_mb, text_of
 
 from kimi_core.testing.fake_provider import FakeProvider
 from kimi_core.testing.proxy import Mitmdump
@@ -65,19 +65,6 @@ def settle(db: Path, rows: int, timeout: float = 180) -> tuple[int, int]:
         if found[0] >= rows or time.monotonic() > deadline:
             return found
         time.sleep(0.2)
-
-
-def small_calls(targets: list[Target], n: int, seed: int) -> dict[str, float]:
-    """Calls/s of ``n`` new 4 KB calls, 32 at a time, each target in turn (best of two)."""
-    bodies = [chat_body(text_of(4_000, random.Random(seed * 100_000 + i))) for i in range(n)]
-    out: dict[str, list[float]] = {t.name: [] for t in targets}
-    with concurrent.futures.ThreadPoolExecutor(32) as pool:
-        for _ in range(2):
-            for t in targets:
-                started = time.perf_counter()
-                list(pool.map(t.post, bodies))
-                out[t.name].append(n / (time.perf_counter() - started))
-    return {name: max(v) for name, v in out.items()}
 
 
 def agent_turns(targets: list[Target], conversations: int, turns: int, seed: int) -> dict[str, float]:
@@ -176,7 +163,7 @@ def main() -> None:
                 proxy.start()
             targets = [Target(n, fake, p) for n, p in proxies.items()]
             print("small calls...", file=sys.stderr, flush=True)
-            small = small_calls(targets, n_small, seed=1)
+            small = bench_throughput(targets, 32, n_small, seed=1)  # new 4 KB calls, best of two runs each
             after_small = {n: settle(p.db, 2 * n_small) for n, p in kimis.items()}
             print("agent turns...", file=sys.stderr, flush=True)
             turns_s = agent_turns(targets, conversations, turns, seed=2)
