@@ -14,8 +14,8 @@
     kimi-proxy doctor                        CA trust, database, config, tokenizers: what is wrong, and the fix
 
 Every listing is a table, or JSON with ``--json``; ``--db`` chooses the
-database, and ``--db A --db B`` reads several as one (``kimi_core.store.merged``). Errors are one line on stderr and a non-zero exit, never a
-traceback.
+database, and ``--db A --db B`` reads several as one (``kimi_core.store.merged``).
+Errors are one line on stderr and a non-zero exit, never a traceback.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from kimi_core.composition import TOOL_CALL, TOOL_DEFINITION, TOOL_RESULT, compo
 from kimi_core.dialects import parse_request
 from kimi_core.errors import KimiError
 from kimi_core.forecast import describe, forecast
-from kimi_core.store.queries import _rows
+from kimi_core.store.queries import _rows, and_clauses, day_start
 from kimi_core.store.read import load_request_body
 from kimi_core.tokens import TokenCounter
 
@@ -66,15 +66,10 @@ def _turns_left(prompts: list[int], window: int | None, lines: Lines) -> tuple[i
     return (f.turns_left, describe(f)) if f else (None, None)
 
 
-def _of(user: str | None, column: str = "user") -> tuple[str, list]:
-    """`` AND user = ?`` and its parameter, or nothing: every view can be one user's (a shared proxy)."""
-    return (f" AND {column} = ?", [user]) if user else ("", [])
-
-
 def now(conn: sqlite3.Connection, lines: Lines, minutes: float = ACTIVE_MINUTES, limit: int = 50,
         user: str | None = None) -> dict[str, Any]:
     """Every conversation active in the last ``minutes``: its latest call against the window, cost, cache share."""
-    mine, params = _of(user, "+user")
+    mine, params = and_clauses(("+user = ?", user))
     active = [r for (r,) in conn.execute(
         # "+": by the ts index (the recent rows), not by scanning the conversation index whole
         f"SELECT conversation_id FROM requests WHERE ts >= ? AND +conversation_id IS NOT NULL {mine} "
@@ -88,13 +83,13 @@ def now(conn: sqlite3.Connection, lines: Lines, minutes: float = ACTIVE_MINUTES,
 
 def users(conn: sqlite3.Connection, days: float = 30) -> list[dict[str, Any]]:
     """The users of a shared proxy seen lately (none without proxyauth): calls and cost today and in ``days``."""
-    today = datetime.datetime.now().astimezone().replace(hour=0, minute=0, second=0, microsecond=0)
+    today = day_start().isoformat(timespec="milliseconds")
     return _rows(conn, """
         SELECT user, count(*) AS calls, sum(cost_usd) AS cost_usd, sum(ts >= ?) AS calls_today,
                sum(CASE WHEN ts >= ? THEN cost_usd END) AS cost_today, max(ts) AS last_seen
         FROM requests WHERE user IS NOT NULL AND ts >= ? AND dialect IS NOT NULL
         GROUP BY user ORDER BY last_seen DESC""",
-                 (*[today.astimezone(datetime.UTC).isoformat(timespec="milliseconds")] * 2, _since(days * 24 * 60)))
+                 (today, today, _since(days * 24 * 60)))
 
 
 def conversation_summary(conn: sqlite3.Connection, cid: str, lines: Lines) -> dict[str, Any]:
@@ -138,17 +133,8 @@ def conversation_summary(conn: sqlite3.Connection, cid: str, lines: Lines) -> di
 
 def calls(conn: sqlite3.Connection, limit: int = 50, conversation: str | None = None,
           before: str | None = None, user: str | None = None) -> list[dict[str, Any]]:
-    clauses, params = ["dialect IS NOT NULL"], []
-    if user:
-        clauses.append("user = ?")
-        params.append(user)
-    if conversation:
-        clauses.append("conversation_id = ?")
-        params.append(conversation)
-    if before:
-        clauses.append("ts < ?")
-        params.append(before)
-    return _rows(conn, f"SELECT {ROW_COLUMNS} FROM requests WHERE {' AND '.join(clauses)} "
+    where, params = and_clauses(("user = ?", user), ("conversation_id = ?", conversation), ("ts < ?", before))
+    return _rows(conn, f"SELECT {ROW_COLUMNS} FROM requests WHERE dialect IS NOT NULL {where} "
                        "ORDER BY ts DESC LIMIT ?", [*params, min(max(1, limit), 1000)])
 
 
@@ -260,7 +246,7 @@ def _growth(previous_id: str, before: list, after: list, before_messages: int) -
 
 def alerts(conn: sqlite3.Connection, limit: int = 100, after_id: int | None = None,
            user: str | None = None) -> list[dict[str, Any]]:
-    mine, params = _of(user, "r.user")
+    mine, params = and_clauses(("r.user = ?", user))
     if after_id is not None:
         mine, params = mine + " AND a.id > ?", [*params, after_id]
     return _rows(conn, f"""
@@ -271,7 +257,7 @@ def alerts(conn: sqlite3.Connection, limit: int = 100, after_id: int | None = No
 
 def memories(conn: sqlite3.Connection, query: str | None = None, limit: int = 200,
              user: str | None = None) -> list[dict[str, Any]]:
-    where, params = _of(user)
+    where, params = and_clauses(("user = ?", user))
     if query:
         where += (" AND (content LIKE '%' || ? || '%' OR source_text LIKE '%' || ? || '%' OR kind = ? "
                   "OR project LIKE '%' || ? || '%')")
@@ -286,7 +272,7 @@ def findings(conn: sqlite3.Connection, counter: TokenCounter, lines: Lines,
     """What deserves a look, computed from the latest call of each recent conversation, the alerts
     and the calibration: most serious first."""
     out: list[dict[str, Any]] = []
-    mine, params = _of(user, "+user")
+    mine, params = and_clauses(("+user = ?", user))
     recent = [r for (r,) in conn.execute(
         "SELECT conversation_id FROM requests WHERE ts >= ? AND +conversation_id IS NOT NULL AND dialect IS NOT NULL "
         f"{mine} GROUP BY conversation_id ORDER BY max(ts) DESC LIMIT ?",
@@ -295,7 +281,7 @@ def findings(conn: sqlite3.Connection, counter: TokenCounter, lines: Lines,
         summary = conversation_summary(conn, cid, lines)
         out.extend(_conversation_findings(conn, summary, counter, lines))
     since = _since(minutes)
-    mine, params = _of(user, "(SELECT user FROM requests r WHERE r.id = alerts.request_id)")
+    mine, params = and_clauses(("(SELECT user FROM requests r WHERE r.id = alerts.request_id) = ?", user))
     for kind, n, last, request_id in conn.execute(
             f"SELECT kind, count(*), max(ts), max(request_id) FROM alerts WHERE ts >= ? AND kind = 'cache_break' "
             f"{mine} GROUP BY kind", (since, *params)):

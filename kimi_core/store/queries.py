@@ -18,6 +18,18 @@ def _rows(conn: sqlite3.Connection, sql: str, params: tuple | list = ()) -> list
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
+def day_start(now: datetime.datetime | None = None) -> datetime.datetime:
+    """The start of the machine's day (budgets' days are local), in UTC as rows' ``ts`` are."""
+    now = now or datetime.datetime.now().astimezone()
+    return now.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(datetime.UTC)
+
+
+def and_clauses(*conditions: tuple[str, Any]) -> tuple[str, list]:
+    """`` AND a = ? AND b = ?`` for the conditions whose value is given, and those values."""
+    kept = [(sql, value) for sql, value in conditions if value]
+    return "".join(f" AND {sql}" for sql, _ in kept), [value for _, value in kept]
+
+
 def percentile(values: list[float], p: float) -> float | None:
     if not values:
         return None
@@ -202,16 +214,7 @@ def alerts(conn: sqlite3.Connection, limit: int = 50) -> list[dict[str, Any]]:
 
 def memories(conn: sqlite3.Connection, kind: str | None = None, project: str | None = None,
              user: str | None = None) -> list[dict[str, Any]]:
-    clauses, params = [], []
-    if user:
-        clauses.append("user = ?")
-        params.append(user)
-    if kind:
-        clauses.append("kind = ?")
-        params.append(kind)
-    if project:
-        clauses.append("project = ?")
-        params.append(project.rstrip("/") or "/")
-    where = "WHERE " + " AND ".join(clauses) if clauses else ""
+    where, params = and_clauses(("user = ?", user), ("kind = ?", kind),
+                                ("project = ?", project and (project.rstrip("/") or "/")))
     return _rows(conn, f"SELECT id, kind, content, project, count, confidence, last_seen, session_id AS session, "
-                       f"provider, source_text, user FROM memories {where} ORDER BY last_seen DESC", params)
+                       f"provider, source_text, user FROM memories WHERE 1 {where} ORDER BY last_seen DESC", params)

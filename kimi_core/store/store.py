@@ -39,6 +39,7 @@ from kimi_core.guard import legacy_samples
 from kimi_core.redact import redact_row, redact_text
 from kimi_core.store.blobs import Blobs, Prepared
 from kimi_core.store.migrations import migrations
+from kimi_core.store.queries import day_start
 from kimi_core.store.records import (
     AlertRecord,
     ArchiveRecord,
@@ -150,7 +151,7 @@ class Store:
         """What was spent today (the machine's day), per agent today, per recent session, per user today:
         for budgets."""
         now = datetime.datetime.now().astimezone()
-        start = now.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(datetime.UTC)
+        start = day_start(now)
         since = start.isoformat(timespec="milliseconds")
         daily = conn.execute("SELECT coalesce(sum(cost_usd), 0) FROM requests WHERE ts >= ?", (since,)).fetchone()[0]
         agents = dict(conn.execute("SELECT agent, sum(cost_usd) FROM requests WHERE ts >= ? AND agent IS NOT NULL "
